@@ -1,0 +1,37 @@
+"""The environment a command runs in: its consoles. Injectable so CLI tests run in-process."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import IO
+
+from rich.console import Console
+
+
+def _console(stream: IO[str]) -> Console:
+    return Console(file=stream, highlight=False, soft_wrap=False)
+
+
+@dataclass
+class Environment:
+    """stdout/stderr for a command; tests pass StringIO streams and a fixed width."""
+
+    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
+    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+    width: int | None = None
+
+    def __post_init__(self) -> None:
+        self.out = _console(self.stdout)
+        self.err = _console(self.stderr)
+        if self.width:
+            self.out.width = self.err.width = self.width
+
+    def error(self, message: str) -> None:
+        self.err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+
+    def warn(self, message: str) -> None:
+        self.err.print(f"[bold yellow]warning:[/] {message}", markup=True, highlight=False)
+
+    def write_json(self, text: str) -> None:
+        self.stdout.write(text + "\n")
