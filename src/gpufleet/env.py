@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import IO
@@ -9,8 +10,12 @@ from typing import IO
 from rich.console import Console
 
 
+PIPE_WIDTH = 120  # rich assumes 80 columns when not on a terminal: too narrow for the plan
+
+
 def _console(stream: IO[str]) -> Console:
-    return Console(file=stream, highlight=False, soft_wrap=False)
+    width = None if stream.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
+    return Console(file=stream, highlight=False, soft_wrap=False, width=width)
 
 
 @dataclass

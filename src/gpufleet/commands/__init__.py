@@ -1,0 +1,1 @@
+"""Subcommands: each module exposes add_parser(subparsers) and run(args, env)."""

@@ -1,0 +1,99 @@
+"""`gpufleet estimate`: one vLLM instance, vLLM's startup arithmetic, before anything runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from gpufleet.env import Environment
+from gpufleet.errors import ExitStatus, InputError
+from gpufleet.gpus import GIB, gpu_model
+from gpufleet.memory import DEFAULT_VLLM_VERSION, Estimate, InstanceSpec, estimate
+from gpufleet.models import find_model, load_model_dir
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    p = sub.add_parser("estimate", help="estimate one vLLM instance's memory and startup checks",
+                       description=__doc__)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", metavar="PATH",
+                     help="folder holding config.json (and optionally model.safetensors.index.json)")
+    src.add_argument("--model", metavar="ID", help="model id from the catalog or the HF cache")
+    gpu = p.add_mutually_exclusive_group()
+    gpu.add_argument("--gpu", metavar="NAME", default=None, help="GPU model (default mi300x)")
+    gpu.add_argument("--gpu-mem-gib", type=float, metavar="FLOAT", help="GPU total memory in GiB")
+    p.add_argument("--util", type=float, metavar="U", help="--gpu-memory-utilization")
+    p.add_argument("--tp", type=int, default=1, help="tensor parallel size")
+    p.add_argument("--pp", type=int, default=1, help="pipeline parallel size")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--quantization", default=None)
+    p.add_argument("--kv-cache-dtype", default="auto")
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--max-num-seqs", type=int)
+    p.add_argument("--max-num-batched-tokens", type=int)
+    p.add_argument("--kv-cache-memory-bytes", type=int)
+    p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--vllm-version", default=DEFAULT_VLLM_VERSION)
+    p.add_argument("--json", action="store_true", help="print the estimate as JSON (see README)")
+    p.set_defaults(func=run)
+    return p
+
+
+def _check_ranges(args: argparse.Namespace) -> None:
+    if args.util is not None and not 0 < args.util <= 1:
+        raise InputError(f"--util {args.util} is out of range", hint="use a value in (0, 1]")
+    for flag in ("tp", "pp", "max_model_len", "max_num_seqs", "max_num_batched_tokens"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise InputError(f"--{flag.replace('_', '-')} {value} must be at least 1")
+    if args.gpu_mem_gib is not None and args.gpu_mem_gib <= 0:
+        raise InputError(f"--gpu-mem-gib {args.gpu_mem_gib} must be positive")
+
+
+def spec_from_args(args: argparse.Namespace) -> InstanceSpec:
+    _check_ranges(args)
+    facts = load_model_dir(args.config) if args.config else find_model(args.model)
+    total = (int(args.gpu_mem_gib * GIB) if args.gpu_mem_gib
+             else gpu_model(args.gpu or "mi300x").total_bytes)
+    return InstanceSpec(
+        facts=facts, gpu_total_bytes=total, gpu_memory_utilization=args.util,
+        tensor_parallel_size=args.tp, pipeline_parallel_size=args.pp, dtype=args.dtype,
+        quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
+        max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.enforce_eager,
+        kv_cache_memory_bytes=args.kv_cache_memory_bytes, vllm_version=args.vllm_version,
+    )
+
+
+def estimate_dict(est: Estimate, spec: InstanceSpec) -> dict[str, object]:
+    """The `estimate --json` contract (documented in the README)."""
+
+    def g(v: int) -> float:
+        return round(v / GIB, 3)
+
+    return {
+        "model": spec.facts.model_id, "vllm_version": spec.vllm_version,
+        "gpu_total_gib": g(spec.gpu_total_bytes), "gpu_memory_utilization": est.utilization,
+        "tensor_parallel_size": spec.tensor_parallel_size,
+        "pipeline_parallel_size": spec.pipeline_parallel_size,
+        "starts": est.starts, "error_kind": est.error_kind, "error": est.error,
+        "budget_gib": g(est.budget_bytes), "baseline_gib": g(est.baseline_bytes),
+        "weights_gib": g(est.weights_bytes), "activation_gib": g(est.activation_bytes),
+        "cudagraph_gib": g(est.cudagraph_bytes), "non_kv_gib": g(est.non_kv_bytes),
+        "kv_cache_gib": g(est.kv_cache_bytes), "kv_tokens": est.kv_tokens,
+        "max_concurrency": est.max_concurrency, "used_gib": g(est.used_bytes),
+        "max_model_len": est.max_model_len, "max_model_len_fit": est.max_model_len_fit,
+        "min_util_for_max_model_len": est.min_util_for_max_model_len,
+    }
+
+
+def run(args: argparse.Namespace, env: Environment) -> int:
+    from gpufleet.views import show_estimate
+
+    spec = spec_from_args(args)
+    est = estimate(spec)
+    if args.json:
+        env.write_json(json.dumps(estimate_dict(est, spec), indent=2))
+    else:
+        show_estimate(est, env.out, spec.facts.model_id)
+    return ExitStatus.OK if est.starts else ExitStatus.FINDINGS

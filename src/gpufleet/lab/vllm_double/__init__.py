@@ -1,0 +1,26 @@
+"""vllm-test-double: a stand-in for vLLM in gpufleet's lab hosts (no GPU, no model weights).
+
+It is shipped as a wheel named `vllm` (console script `vllm`, `python -m vllm`,
+`python -m vllm.entrypoints.openai.api_server`). It accepts vLLM's `serve` flags, computes its
+memory with gpufleet's own planner (vendored into the wheel), checks and claims VRAM on the
+lab's emulated GPUs (fakegpu), fails with vLLM's messages, and serves the OpenAI endpoints with
+tiny deterministic answers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gpufleet.lab.vllm_double._build import EMULATED_VERSION, make_wheel
+
+
+def build_wheel(
+    out_dir: str | Path, *, gpufleet_dir: str | Path | None = None,
+    vllm_version: str = EMULATED_VERSION,
+) -> Path:
+    """Build the vllm-test-double wheel into out_dir; return the .whl path.
+
+    `gpufleet_dir` is where errors.py, models.py, memory.py and catalog/ are read from (default:
+    this checkout's src/gpufleet); `vllm_version` is the vLLM release the double claims to be.
+    """
+    return make_wheel(out_dir, gpufleet_dir=gpufleet_dir, vllm_version=vllm_version)

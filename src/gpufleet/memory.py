@@ -1,0 +1,374 @@
+"""One vLLM instance: the startup memory arithmetic vLLM itself does, and its three startup checks.
+
+Pure and stdlib-only (it is also vendored into the lab's vLLM test double). The formula follows
+vLLM >= 0.9.1 (V1 worker), version-aware where semantics changed:
+
+    budget R      = ceil(T * gpu_memory_utilization)                 (per instance, per rank)
+    baseline      = HIP context (+ RCCL buffers for TP/PP > 1), allocated BEFORE the snapshot, so
+                    it sits outside R but still occupies the GPU
+    non-KV        = weights/rank + non-torch growth + activation peak of the profiling run
+    G             = CUDA/HIP-graph estimate: inside R from 0.21 on, outside R before (0 if eager)
+    KV            = R - non-KV - G                      (or --kv-cache-memory-bytes when given)
+    checks        1. free at start >= R   2. KV > 0   3. max_model_len fits in KV - one block
+
+Only the weights and the KV layout follow from the model config exactly; activation, non-torch and
+graph memory are calibrated estimates (see benchmarks/planner_accuracy.py for how good they are).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from gpufleet.models import ModelFacts, kv_dtype_bytes
+
+GIB = 1 << 30
+MI300X_TOTAL_BYTES = 206_141_652_992  # hipMemGetInfo total of one MI300X (191.98 GiB)
+DEFAULT_VLLM_VERSION = "0.11.0"
+DEFAULT_BLOCK_SIZE = 16
+
+# Calibrated constants (per rank). Sources: ../shared/facts/vllm-memory.md §2.1, §3 and the
+# real cases it cites; tuned by benchmarks/planner_accuracy.py.
+CONTEXT_BYTES = int(0.50 * GIB)  # HIP/CUDA context + cuBLAS workspaces, before the snapshot
+COLLECTIVE_BYTES = int(1.00 * GIB)  # RCCL/NCCL buffers + custom all-reduce when TP*PP > 1
+NON_TORCH_BYTES = int(0.15 * GIB)  # non-torch growth measured inside the profiling window
+CUDAGRAPH_BYTES = int(0.35 * GIB)  # graph pool estimate (0.17-0.36 GiB seen in v0.2x logs)
+SAMPLER_BUFFERS = 2  # fp32 logits + probabilities during the sampler warm-up
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """'0.10.2' -> (0, 10, 2); tolerant of suffixes such as '0.6.3.post1' or '0.9.1+rocm'."""
+    parts: list[int] = []
+    for piece in text.replace("+", ".").split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    while len(parts) < 3:
+        parts.append(0)
+    return parts[0], parts[1], parts[2]
+
+
+def is_v0(vllm_version: str) -> bool:
+    """Before 0.8 the V0 engine was the default: other messages, other profiling batch."""
+    return parse_version(vllm_version) < (0, 8, 0)
+
+
+def default_utilization(vllm_version: str) -> float:
+    """vLLM's default --gpu-memory-utilization: 0.92 since 0.21 (PR #38284), 0.9 before."""
+    return 0.92 if parse_version(vllm_version) >= (0, 21, 0) else 0.9
+
+
+def default_batching(gpu_total_bytes: int) -> tuple[int, int]:
+    """Server defaults (max_num_batched_tokens, max_num_seqs) by the device's total memory tier.
+
+    The tier uses the whole device, not util * T: an MI300X profiles 16384 tokens and 1024 seqs
+    even for a tiny model at util 0.05 (vllm arg_utils; PR #51726, issue #53961).
+    """
+    gib = gpu_total_bytes / GIB
+    if gib >= 160:
+        return 16384, 1024
+    if gib >= 70:
+        return 8192, 1024
+    return 2048, 256
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What one vLLM process is asked to do, on GPUs of `gpu_total_bytes` each."""
+
+    facts: ModelFacts
+    gpu_total_bytes: int = MI300X_TOTAL_BYTES
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    dtype: str | None = "auto"
+    quantization: str | None = None
+    kv_cache_dtype: str | None = "auto"
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    enforce_eager: bool = False
+    kv_cache_memory_bytes: int | None = None
+    vllm_version: str = DEFAULT_VLLM_VERSION
+    block_size: int = DEFAULT_BLOCK_SIZE
+    free_bytes_at_start: int | None = None  # None: an otherwise empty GPU
+
+    @property
+    def utilization(self) -> float:
+        if self.gpu_memory_utilization is None:
+            return default_utilization(self.vllm_version)
+        return self.gpu_memory_utilization
+
+    @property
+    def batching(self) -> tuple[int, int]:
+        mbt, seqs = default_batching(self.gpu_total_bytes)
+        return (self.max_num_batched_tokens or mbt, self.max_num_seqs or seqs)
+
+    @property
+    def model_len(self) -> int:
+        if self.max_model_len:
+            return self.max_model_len
+        return self.facts.max_position_embeddings or 2048
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What vLLM would report at startup, per rank, in bytes; plus the advice when it fails."""
+
+    starts: bool
+    error_kind: str | None  # free_memory | no_kv_memory | max_model_len | parallelism
+    error: str | None
+    budget_bytes: int
+    baseline_bytes: int
+    weights_bytes: int
+    activation_bytes: int
+    non_torch_bytes: int
+    cudagraph_bytes: int
+    non_kv_bytes: int
+    kv_cache_bytes: int
+    kv_tokens: int
+    block_bytes: int
+    max_model_len: int
+    max_model_len_fit: int | None
+    min_util_for_max_model_len: float | None
+    max_concurrency: float
+    used_bytes: int  # what the process holds on each of its GPUs once it runs
+    utilization: float
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ---------------------------------------------------------------- the pieces
+
+
+def baseline_bytes(spec: InstanceSpec) -> int:
+    """Memory taken before vLLM's snapshot: outside the budget but on the GPU all the same."""
+    ranks = spec.tensor_parallel_size * spec.pipeline_parallel_size
+    return CONTEXT_BYTES + (COLLECTIVE_BYTES if ranks > 1 else 0)
+
+
+def activation_bytes(spec: InstanceSpec) -> int:
+    """Transient peak of the profiling forward pass plus the sampler warm-up, per rank.
+
+    Hidden states and MLP intermediates scale with the profiled tokens; the sampler holds fp32
+    logits of min(max_num_seqs, max_num_batched_tokens) rows over the whole vocabulary.
+    """
+    facts = spec.facts
+    tokens, seqs = spec.batching
+    if is_v0(spec.vllm_version):  # V0 profiles max(max_model_len, batch) without chunked prefill
+        tokens = max(tokens, spec.model_len)
+    tp = spec.tensor_parallel_size
+    per_token = facts.hidden_size * 2 * (4 + 10.5 / tp)
+    sampler = min(seqs, tokens) * facts.vocab_size * 4 * SAMPLER_BUFFERS
+    if facts.is_pooling:
+        sampler = 0
+    return int(tokens * per_token + sampler)
+
+
+def cudagraph_bytes(spec: InstanceSpec) -> int:
+    return 0 if spec.enforce_eager else CUDAGRAPH_BYTES
+
+
+def graphs_in_budget(vllm_version: str) -> bool:
+    """Since 0.21 vLLM profiles graph memory and takes it out of the budget (PR #38284)."""
+    return parse_version(vllm_version) >= (0, 21, 0)
+
+
+@dataclass(frozen=True)
+class KvLayout:
+    """How the KV cache of one rank is cut into blocks (vLLM's KV-cache groups)."""
+
+    block_bytes: int  # bytes of one block across the layers of one group
+    full_groups: int
+    sliding_groups: int
+    window: int
+    block_size: int
+
+    def blocks_per_request(self, length: int, in_flight: int) -> int:
+        full = self.full_groups * math.ceil(length / self.block_size)
+        swa_len = min(self.window - 1 + in_flight, length)
+        sliding = self.sliding_groups * (math.ceil(swa_len / self.block_size) + 1)
+        return full + sliding
+
+
+def kv_layout(spec: InstanceSpec) -> KvLayout:
+    """Full-attention models: one group of all layers. Hybrid sliding/full models: groups of equal
+    layer counts drawing on one pool (vLLM kv_cache_planning `_get_kv_cache_groups_uniform_page_size`).
+    """
+    facts = spec.facts
+    kv_bytes = kv_dtype_bytes(spec.kv_cache_dtype, facts.dtype_bytes(spec.dtype))
+    per_layer = facts.kv_bytes_per_token_layer(spec.tensor_parallel_size, kv_bytes)
+    page = per_layer * spec.block_size
+    layers = math.ceil(facts.num_layers / spec.pipeline_parallel_size)
+    sliding = math.ceil(facts.num_sliding_layers / spec.pipeline_parallel_size)
+    full = layers - sliding
+    if not sliding or not facts.sliding_window or not full:
+        return KvLayout(layers * page, 1, 0, 0, spec.block_size)
+    small, large = sorted((full, sliding))
+    group = large if large < 1.5 * small else small
+    return KvLayout(
+        group * page, math.ceil(full / group), math.ceil(sliding / group),
+        facts.sliding_window, spec.block_size,
+    )
+
+
+# ---------------------------------------------------------------- messages (vLLM's own words)
+
+
+def _gib(value: int) -> str:
+    return f"{value / GIB:.2f}"
+
+
+def free_memory_message(spec: InstanceSpec, free: int, budget: int) -> str:
+    device = "cuda:0 " if parse_version(spec.vllm_version) >= (0, 11, 0) else ""
+    return (
+        f"Free memory on device {device}({_gib(free)}/{_gib(spec.gpu_total_bytes)} GiB) on startup "
+        f"is less than desired GPU memory utilization ({spec.utilization}, {_gib(budget)} GiB). "
+        "Decrease GPU memory utilization or reduce GPU memory used by other processes."
+    )
+
+
+NO_KV_MESSAGE = (
+    "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
+    "initializing the engine."
+)
+
+
+def max_len_message(spec: InstanceSpec, needed: int, avail: int, fit: int, tokens: int) -> str:
+    length = spec.model_len
+    if is_v0(spec.vllm_version):
+        return (
+            f"The model's max seq len ({length}) is larger than the maximum number of tokens that "
+            f"can be stored in KV cache ({tokens}). Try increasing `gpu_memory_utilization` or "
+            "decreasing `max_model_len` when initializing the engine."
+        )
+    return (
+        f"To serve at least one request with the models's max seq len ({length}), "
+        f"({_gib(needed)} GiB KV cache is needed, which is larger than the available KV cache "
+        f"memory ({_gib(avail)} GiB). Based on the available memory, the estimated maximum model "
+        f"length is {fit}. Try increasing `gpu_memory_utilization` or decreasing `max_model_len` "
+        "when initializing the engine."
+    )
+
+
+def parallelism_error(spec: InstanceSpec) -> str | None:
+    heads, tp = spec.facts.num_attention_heads, spec.tensor_parallel_size
+    if heads % tp:
+        return (
+            f"Total number of attention heads ({heads}) must be divisible by tensor parallel "
+            f"size ({tp})."
+        )
+    layers, pp = spec.facts.num_layers, spec.pipeline_parallel_size
+    if pp > layers:
+        return f"Pipeline parallel size ({pp}) is larger than the number of layers ({layers})."
+    return None
+
+
+# ---------------------------------------------------------------- the estimate
+
+
+def estimate(spec: InstanceSpec) -> Estimate:
+    """Reproduce vLLM's startup for one instance: what it reports, whether it starts, what fits."""
+    facts = spec.facts
+    budget = math.ceil(spec.gpu_total_bytes * spec.utilization)
+    base = baseline_bytes(spec)
+    weights = facts.weight_bytes_per_rank(
+        spec.tensor_parallel_size, spec.pipeline_parallel_size, spec.dtype, spec.quantization
+    )
+    act = activation_bytes(spec)
+    graphs = cudagraph_bytes(spec)
+    non_kv = weights + NON_TORCH_BYTES + act
+    graphs_inside = graph_cost = graphs if graphs_in_budget(spec.vllm_version) else 0
+    if spec.kv_cache_memory_bytes is not None:
+        kv_avail = spec.kv_cache_memory_bytes
+    else:
+        kv_avail = budget - non_kv - graphs_inside
+    layout = kv_layout(spec)
+    fit = _fit(spec, layout, kv_avail)
+    needed = _needed(spec, layout, spec.model_len)
+    blocks = max(kv_avail, 0) // layout.block_bytes if layout.block_bytes else 0
+    per_request = layout.blocks_per_request(spec.model_len, spec.batching[0]) or 1
+    concurrency = blocks / per_request
+    tokens = int(concurrency * spec.model_len) if layout.sliding_groups else blocks * spec.block_size
+    used = _used_bytes(spec, budget, base, non_kv, kv_avail, graphs, graph_cost)
+    min_util = _min_util(spec, non_kv + graphs_inside + needed + layout.block_bytes)
+    free = (
+        spec.free_bytes_at_start
+        if spec.free_bytes_at_start is not None
+        else spec.gpu_total_bytes - base
+    )
+    kind, error = _first_failure(spec, free, budget, kv_avail, needed, layout, fit, tokens)
+    return Estimate(
+        starts=kind is None, error_kind=kind, error=error, budget_bytes=budget,
+        baseline_bytes=base, weights_bytes=weights, activation_bytes=act,
+        non_torch_bytes=NON_TORCH_BYTES, cudagraph_bytes=graphs, non_kv_bytes=non_kv,
+        kv_cache_bytes=kv_avail, kv_tokens=max(tokens, 0), block_bytes=layout.block_bytes,
+        max_model_len=spec.model_len, max_model_len_fit=fit,
+        min_util_for_max_model_len=min_util, max_concurrency=round(concurrency, 2),
+        used_bytes=used, utilization=spec.utilization,
+    )
+
+
+def _first_failure(
+    spec: InstanceSpec, free: int, budget: int, kv_avail: int, needed: int,
+    layout: KvLayout, fit: int | None, tokens: int,
+) -> tuple[str | None, str | None]:
+    """vLLM's checks in the order it runs them; the first one that fails is what it prints."""
+    if (message := parallelism_error(spec)) is not None:
+        return "parallelism", message
+    if free < budget:
+        return "free_memory", free_memory_message(spec, free, budget)
+    if spec.facts.is_pooling:
+        return (None, None) if kv_avail > 0 else ("no_kv_memory", NO_KV_MESSAGE)
+    if kv_avail <= 0 or kv_avail < layout.block_bytes:
+        return "no_kv_memory", NO_KV_MESSAGE
+    if needed > kv_avail - layout.block_bytes:
+        return "max_model_len", max_len_message(spec, needed, kv_avail, fit or 0, tokens)
+    return None, None
+
+
+def _needed(spec: InstanceSpec, layout: KvLayout, length: int) -> int:
+    """KV bytes one request of `length` tokens needs (vLLM's max-seq-len check)."""
+    if spec.facts.is_pooling:
+        return 0
+    return layout.blocks_per_request(length, spec.batching[0]) * layout.block_bytes
+
+
+def _fit(spec: InstanceSpec, layout: KvLayout, kv_avail: int) -> int | None:
+    """Largest max_model_len the KV cache holds (block granularity), capped at the model's limit."""
+    if spec.facts.is_pooling:
+        return spec.model_len
+    room = kv_avail - layout.block_bytes
+    limit = spec.facts.max_position_embeddings or spec.model_len
+    if room < _needed(spec, layout, 1):
+        return None
+    lo, hi = 1, max(limit, spec.model_len)
+    while lo < hi:  # needed() is monotonic in length: binary search like vLLM's auto-fit
+        mid = (lo + hi + 1) // 2
+        if _needed(spec, layout, mid) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return (lo // spec.block_size) * spec.block_size or lo
+
+
+def _min_util(spec: InstanceSpec, required: int) -> float | None:
+    """Smallest utilization (two decimals, rounded up) whose budget holds non-KV + one request."""
+    if spec.kv_cache_memory_bytes is not None:
+        return None
+    util = math.ceil(required / spec.gpu_total_bytes * 100) / 100
+    return util if util <= 1.0 else None
+
+
+def _used_bytes(
+    spec: InstanceSpec, budget: int, base: int, non_kv: int, kv: int, graphs: int, graph_cost: int
+) -> int:
+    """Memory the running process holds per GPU: the whole budget (vLLM fills it with KV) plus
+    the baseline, plus graphs when they lived outside the budget (< 0.21)."""
+    outside = graphs - graph_cost
+    if spec.kv_cache_memory_bytes is not None:
+        return base + non_kv + max(kv, 0) + graphs
+    return budget + base + outside
+
+
+def with_free_memory(spec: InstanceSpec, free_bytes: int) -> InstanceSpec:
+    """The same instance, started when `free_bytes` are free on its GPU (co-location)."""
+    return replace(spec, free_bytes_at_start=free_bytes)

@@ -1,0 +1,656 @@
+"""Model facts: architecture numbers from a config.json (local folder, HF cache or bundled catalog).
+
+Turns a Hugging Face `config.json` into what the memory stage needs: KV-cache bytes per token
+(vLLM's page-size formula), parameter counts per tensor kind, and weight bytes as served.
+
+Standard library only: this module is also copied into a test double that runs on bare hosts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from gpufleet.errors import InputError
+
+DTYPE_BYTES: dict[str, float] = {
+    "float32": 4, "fp32": 4, "float": 4,
+    "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "half": 2,
+    "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
+    "int8": 1, "int4": 0.5, "fp4": 0.5, "mxfp4": 0.5,
+}  # fmt: skip
+SERVING_DTYPES = ("auto", "float32", "float", "bfloat16", "float16", "half")
+KV_CACHE_DTYPES = ("auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc")
+ONLINE_QUANTIZATION = ("fp8",)  # vLLM quantizes a 16-bit checkpoint on the fly only to fp8
+VOCAB_PADDING = 64  # vLLM pads vocab-parallel embedding / lm head rows to a multiple of this
+_GEMMA = ("gemma", "gemma2", "gemma3", "gemma3_text", "gemma4", "gemma4_text")
+_TIED_BY_DEFAULT = (*_GEMMA, "opt", "whisper")  # PretrainedConfig default when the key is absent
+_SLIDING_PATTERN_DEFAULT = {"gemma2": 2, "gemma3": 6, "gemma3_text": 6}
+_ENCODERS = ("bert", "roberta", "xlm-roberta", "xlm_roberta")
+_FP4_WITH_SCALE = 0.5 + 1 / 32  # 4-bit values + one 8-bit scale per 32 (mxfp4 / DeepSeek fp4)
+_CAVEATS = {
+    "whisper": "cross-attention KV (encoder frames x decoder layers) is a fixed cost per "
+    "request, not included in kv_bytes_per_token",
+    "deepseek_v4": "DeepSeek-V4 compresses KV (compress_ratios) beside a sliding window; "
+    "kv_bytes_per_token is the uncompressed upper bound",
+    "gemma4": "attention_k_eq_v full layers are counted with separate K and V (upper bound)",
+}
+
+
+def kv_dtype_bytes(kv_cache_dtype: str | None, model_dtype_bytes: int) -> int:
+    """Bytes per KV element for vLLM's --kv-cache-dtype (auto = the model dtype)."""
+    if kv_cache_dtype in (None, "auto"):
+        return model_dtype_bytes
+    if kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise InputError(
+            f"unknown kv_cache_dtype '{kv_cache_dtype}'",
+            hint=f"use one of: {', '.join(KV_CACHE_DTYPES)}",
+        )
+    return int(DTYPE_BYTES[kv_cache_dtype])
+
+
+@dataclass(frozen=True)
+class ParamSplit:
+    """Parameters by how vLLM stores and shards them."""
+
+    embedding: int = 0  # token embedding + untied lm head: vocab-parallel, 16-bit when quantized
+    linear: int = 0  # attention, dense MLP, shared experts, vision tower: split 1/tp
+    experts: int = 0  # routed MoE experts: split 1/tp (mxfp4 quantizes only these)
+    small: int = 0  # norms, biases, routers, position tables: replicated, 16-bit
+
+    @property
+    def total(self) -> int:
+        return self.embedding + self.linear + self.experts + self.small
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """Architecture facts of one model; KV numbers follow vLLM's AttentionSpec.page_size_bytes."""
+
+    model_id: str
+    architecture: str
+    num_layers: int  # attention layers that hold KV (whisper: decoder layers)
+    num_attention_heads: int
+    num_kv_heads: int  # MLA: 1 (one latent vector per token, replicated on every rank)
+    head_dim: int  # K head size (MLA: kv_lora_rank + qk_rope_head_dim)
+    head_dim_v: int  # V head size (MLA: 0)
+    hidden_size: int
+    vocab_size: int
+    max_position_embeddings: int | None
+    torch_dtype: str | None
+    is_mla: bool
+    sliding_window: int | None
+    num_sliding_layers: int
+    param_count: int
+    checkpoint_bytes: int | None
+    checkpoint_quantization: str | None
+    is_pooling: bool
+    sources: tuple[str, ...]
+    # Optional extras (defaults keep hand-built facts in other tests valid).
+    sliding_num_kv_heads: int | None = None  # when sliding layers differ in shape (Gemma-4)
+    sliding_head_dim: int | None = None
+    tied_embeddings: bool = False
+    params: ParamSplit | None = None
+    quant_bytes_per_param: tuple[float, float] | None = None  # (linear, experts) of the checkpoint
+    kv_caveat: str | None = None  # why the KV numbers are only a bound for this architecture
+
+    def kv_bytes_per_token_layer(self, tp: int, kv_bytes: int) -> int:
+        """KV bytes of one token in one full-attention layer on one TP rank."""
+        _check_parallel(tp, 1)
+        if self.is_pooling:
+            return 0
+        if self.is_mla:  # the latent is replicated, not sharded (max_tp_shards=1)
+            return self.head_dim * kv_bytes
+        return max(1, self.num_kv_heads // tp) * (self.head_dim + self.head_dim_v) * kv_bytes
+
+    def kv_bytes_per_token(
+        self, tp: int = 1, kv_cache_dtype: str | None = "auto", dtype: str | None = "auto"
+    ) -> int:
+        """KV bytes of one token on one TP rank, summed over all attention layers (pp=1)."""
+        kv_bytes = kv_dtype_bytes(kv_cache_dtype, self.dtype_bytes(dtype))
+        full = self.num_layers - self.num_sliding_layers
+        return full * self.kv_bytes_per_token_layer(tp, kv_bytes) + (
+            self.num_sliding_layers * self._sliding_layer_bytes(tp, kv_bytes)
+        )
+
+    def _sliding_layer_bytes(self, tp: int, kv_bytes: int) -> int:
+        if self.sliding_num_kv_heads is None or self.sliding_head_dim is None:
+            return self.kv_bytes_per_token_layer(tp, kv_bytes)
+        return max(1, self.sliding_num_kv_heads // tp) * 2 * self.sliding_head_dim * kv_bytes
+
+    def dtype_bytes(self, dtype: str | None = "auto") -> int:
+        """Bytes per weight/activation element for vLLM's --dtype."""
+        if dtype in (None, "auto"):
+            # vLLM's auto dtype is always 16-bit on GPUs: bf16/fp16 checkpoints as stored,
+            # float32 checkpoints (embedders, rerankers, some fine-tunes) downcast.
+            return 2
+        if dtype not in SERVING_DTYPES:
+            raise InputError(
+                f"unknown dtype '{dtype}' for {self.model_id}",
+                hint=f"use one of: {', '.join(SERVING_DTYPES)}",
+            )
+        return int(DTYPE_BYTES[dtype])
+
+    def weight_bytes(self, dtype: str | None = "auto", quantization: str | None = None) -> int:
+        """Whole-model weight bytes as vLLM holds them in GPU memory."""
+        per_param = self._bytes_per_param(dtype, quantization)
+        if self.checkpoint_bytes is None or self._quantized_online(quantization):
+            return math.ceil(_dot(self._split(), per_param))
+        if self.checkpoint_quantization:
+            return self.checkpoint_bytes
+        # unquantized checkpoint: same tensors, maybe another element size (fp32 -> bf16)
+        stored = DTYPE_BYTES.get(self.torch_dtype or "bfloat16", 2)
+        return round(self.checkpoint_bytes * self.dtype_bytes(dtype) / stored)
+
+    def weight_bytes_per_rank(
+        self, tp: int, pp: int, dtype: str | None = "auto", quantization: str | None = None
+    ) -> int:
+        """Weight bytes on the fullest rank of a tp x pp group.
+
+        Approximation: linears and experts split 1/tp; embedding and lm head are vocab-parallel
+        (rows padded to 64, then 1/tp); norms and routers are replicated; pp gives each stage
+        ceil(layers/pp) layers plus one vocab table (the vision tower is spread like layers);
+        replicated KV-head projections when tp > kv heads are ignored (they are small).
+        """
+        _check_parallel(tp, pp)
+        per_param = self._bytes_per_param(dtype, quantization)
+        total = self.weight_bytes(dtype, quantization)
+        rank_share = _dot(self._rank_split(tp, pp), per_param) / _dot(self._split(), per_param)
+        return math.ceil(total * rank_share)
+
+    def _split(self) -> ParamSplit:
+        return self.params or ParamSplit(linear=self.param_count)
+
+    def _rank_split(self, tp: int, pp: int) -> ParamSplit:
+        split = self._split()
+        layer_share = math.ceil(max(self.num_layers, 1) / pp) / max(self.num_layers, 1)
+        tables = 1 if (self.tied_embeddings or pp > 1) else 2
+        rows = math.ceil(math.ceil(self.vocab_size / VOCAB_PADDING) * VOCAB_PADDING / tp)
+        return ParamSplit(
+            embedding=tables * rows * self.hidden_size if split.embedding else 0,
+            linear=math.ceil(split.linear * layer_share / tp),
+            experts=math.ceil(split.experts * layer_share / tp),
+            small=split.small,
+        )
+
+    def _quantized_online(self, quantization: str | None) -> bool:
+        """True when vLLM must quantize a 16-bit checkpoint while loading it."""
+        # awq_marlin / gptq_marlin are kernels for awq / gptq checkpoints, not other formats
+        method = quantization.removesuffix("_marlin") if quantization else None
+        if method in (None, "none", self.checkpoint_quantization):
+            return False
+        if self.checkpoint_quantization:
+            raise InputError(
+                f"{self.model_id} is already quantized ({self.checkpoint_quantization}); "
+                f"quantization '{quantization}' conflicts",
+                hint="drop the quantization setting or set it to the checkpoint's method",
+            )
+        if method not in ONLINE_QUANTIZATION:
+            raise InputError(
+                f"vLLM cannot quantize {self.model_id} to '{quantization}' while loading",
+                hint="use quantization: fp8, or pick a checkpoint that is already quantized",
+            )
+        return True
+
+    def _bytes_per_param(
+        self, dtype: str | None, quantization: str | None
+    ) -> tuple[float, float, float, float]:
+        """Bytes per parameter for (embedding, linear, experts, small)."""
+        act = self.dtype_bytes(dtype)
+        if self._quantized_online(quantization):
+            return act, 1, 1, act  # fp8 linears; embeddings and norms stay 16-bit
+        if not self.checkpoint_quantization:
+            return act, act, act, act
+        if self.quant_bytes_per_param is None:
+            raise InputError(
+                f"{self.model_id}: cannot size '{self.checkpoint_quantization}' weights "
+                "without the checkpoint size",
+                hint="point --config at the model folder with its model.safetensors.index.json",
+            )
+        linear, experts = self.quant_bytes_per_param
+        return 2, linear, experts, 2  # quantizers keep embeddings, lm head and norms 16-bit
+
+
+def _dot(split: ParamSplit, per_param: tuple[float, ...]) -> float:
+    counts = (split.embedding, split.linear, split.experts, split.small)
+    return sum(n * b for n, b in zip(counts, per_param, strict=True))
+
+
+def _check_parallel(tp: int, pp: int) -> None:
+    if tp < 1 or pp < 1:
+        raise InputError(f"tensor/pipeline parallel sizes must be >= 1 (got tp={tp}, pp={pp})")
+
+
+# ---------------------------------------------------------------- reading a config
+
+
+class _Config:
+    """A config.json (text part merged up) with typed getters that fail with file and key."""
+
+    def __init__(self, raw: dict[str, Any], where: str):
+        self.raw = raw
+        self.where = where
+        self.text = _text_config(raw)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.text.get(key)
+        return default if value is None else value
+
+    def int(self, key: str, default: int | None = None) -> int:
+        value = self.get(key, default)
+        if value is None:
+            raise InputError(
+                f"missing key '{key}'",
+                where=self.where,
+                hint="copy the model's full config.json from its Hugging Face repo",
+            )
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InputError(f"key '{key}' must be an integer, not {value!r}", where=self.where)
+        return value
+
+    @property
+    def model_type(self) -> str:
+        return str(self.get("model_type", ""))
+
+
+def _text_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """Multimodal configs nest the language model; its keys win over the wrapper's."""
+    merged = dict(raw)
+    for outer in ("thinker_config", "text_config"):
+        inner = merged.get(outer)
+        if isinstance(inner, dict):
+            merged = {**merged, **inner}
+    return merged
+
+
+def _family(c: _Config) -> str:
+    """Which parameter counter and KV layout apply (by model_type, MLA by its keys)."""
+    named = {"whisper": "whisper", "opt": "opt", "phi": "phi", "deepseek_v4": "deepseek_v4"}
+    if c.model_type in _ENCODERS:
+        return "encoder"
+    return named.get(c.model_type) or ("mla" if c.get("kv_lora_rank") else "decoder")
+
+
+def _tied(c: _Config) -> bool:
+    return bool(c.get("tie_word_embeddings", c.model_type in _TIED_BY_DEFAULT))
+
+
+def _sliding_layers(c: _Config, layers: int) -> int:
+    """How many layers attend through the sliding window."""
+    if c.get("sliding_window") is None or c.get("use_sliding_window") is False:
+        return 0
+    types = c.get("layer_types")
+    if isinstance(types, list):
+        return sum(1 for t in types if t == "sliding_attention")
+    pattern = c.get("sliding_window_pattern", _SLIDING_PATTERN_DEFAULT.get(c.model_type))
+    if pattern:  # every pattern-th layer is global
+        return layers - layers // pattern
+    if c.get("use_sliding_window") and c.get("max_window_layers") is not None:
+        return max(0, layers - c.int("max_window_layers"))  # Qwen2: layers from there on
+    return layers  # Mistral-7B-v0.1 style: one window on every layer
+
+
+# ---------------------------------------------------------------- counting parameters
+
+
+def _gated_mlp(hidden: int, inter: int) -> int:
+    return 3 * hidden * inter  # gate, up, down
+
+
+def _gqa_attention(c: _Config, layer: int) -> tuple[int, int]:
+    """(linear, small) params of one q/k/v/o attention layer; Gemma-4 full layers differ."""
+    h, heads = c.int("hidden_size"), c.int("num_attention_heads")
+    kv, hd = c.int("num_key_value_heads", heads), c.int("head_dim", h // heads)
+    v_heads = kv
+    types = c.get("layer_types")
+    if c.get("global_head_dim") and isinstance(types, list) and types[layer] == "full_attention":
+        hd, kv = c.int("global_head_dim"), c.int("num_global_key_value_heads", kv)
+        v_heads = 0 if c.get("attention_k_eq_v") else kv  # K doubles as V: no v_proj
+    q, k, v = heads * hd, kv * hd, v_heads * hd
+    bias = q + k + v if c.model_type.startswith("qwen2") else 0  # Qwen2 q/k/v carry biases
+    return h * (q + k + v) + q * h, bias
+
+
+def _mla_attention(c: _Config) -> tuple[int, int]:
+    """(linear, small) params of one DeepSeek-V2/V3 multi-head latent attention layer."""
+    h, heads, q_lora = c.int("hidden_size"), c.int("num_attention_heads"), c.get("q_lora_rank")
+    kv_lora, rope = c.int("kv_lora_rank"), c.int("qk_rope_head_dim")
+    nope, v = c.int("qk_nope_head_dim"), c.int("v_head_dim")
+    q = h * q_lora + q_lora * heads * (nope + rope) if q_lora else h * heads * (nope + rope)
+    kv = h * (kv_lora + rope) + kv_lora * heads * (nope + v)
+    return q + kv + heads * v * h, (q_lora or 0) + kv_lora
+
+
+def _v4_attention(c: _Config) -> tuple[int, int]:
+    """(linear, small) of one DeepSeek-V4 layer: low-rank q, one shared KV head, grouped o.
+
+    Approximate: the compressor and indexer are counted as one q_lora -> index heads projection.
+    """
+    h, heads, hd = c.int("hidden_size"), c.int("num_attention_heads"), c.int("head_dim")
+    q_lora, o_lora, groups = c.int("q_lora_rank"), c.int("o_lora_rank"), c.int("o_groups")
+    index = q_lora * c.int("index_n_heads", 0) * c.int("index_head_dim", 0)
+    linear = h * q_lora + q_lora * heads * hd + h * hd + heads * hd * o_lora + groups * o_lora * h
+    return linear + index, q_lora + hd
+
+
+def _mlp(c: _Config, layer: int) -> tuple[int, int, int]:
+    """(linear, experts, small) params of one decoder MLP, dense or mixture-of-experts."""
+    h = c.int("hidden_size")
+    experts = c.get("n_routed_experts") or c.get("num_experts") or c.get("num_local_experts")
+    dense = c.get("intermediate_size")
+    moe_layer = experts and layer >= c.get("first_k_dense_replace", 0)
+    if not moe_layer or layer in c.get("mlp_only_layers", []):
+        return _gated_mlp(h, c.int("intermediate_size")), 0, 0
+    inter = c.int("moe_intermediate_size", dense)
+    shared = c.get("n_shared_experts", 0) * _gated_mlp(h, inter)
+    shared += _gated_mlp(h, c.get("shared_expert_intermediate_size", 0))
+    if c.get("enable_moe_block"):  # Gemma-4 runs a dense MLP beside the experts
+        shared += _gated_mlp(h, c.int("intermediate_size"))
+    return shared, experts * _gated_mlp(h, inter), h * experts  # router is replicated
+
+
+def _vision_tower(c: _Config) -> tuple[int, int]:
+    """(linear, small) of a ViT encoder plus a projector into the text width; 0 if not given."""
+    v = c.raw.get("vision_config")
+    if not isinstance(v, dict):
+        return 0, 0
+    layers = v.get("num_hidden_layers") or v.get("depth")
+    vh, vi = v.get("hidden_size"), v.get("intermediate_size")
+    if not (layers and vh and vi):
+        return 0, 0
+    mlp = (3 if v.get("model_type") in ("pixtral", "qwen2_5_vl") else 2) * vh * vi
+    patch = v.get("num_channels", 3) * v.get("patch_size", 14) ** 2 * vh
+    return layers * (4 * vh * vh + mlp) + patch + vh * c.int("hidden_size"), layers * 4 * vh
+
+
+def _decoder_split(c: _Config, family: str) -> ParamSplit:
+    h, layers = c.int("hidden_size"), c.int("num_hidden_layers")
+    norms = 4 if c.model_type in _GEMMA else 2  # Gemma adds pre/post feed-forward norms
+    linear = experts = 0
+    small = h  # final norm
+    for layer in range(layers):
+        attention = {"mla": _mla_attention, "deepseek_v4": _v4_attention}.get(family)
+        a_linear, a_small = attention(c) if attention else _gqa_attention(c, layer)
+        m_linear, m_experts, m_small = _mlp(c, layer)
+        linear += a_linear + m_linear
+        experts += m_experts
+        small += a_small + m_small + norms * h
+    v_linear, v_small = _vision_tower(c)
+    tables = 1 if _tied(c) else 2
+    return ParamSplit(tables * c.int("vocab_size") * h, linear + v_linear, experts, small + v_small)
+
+
+def _plain_decoder_split(c: _Config) -> ParamSplit:
+    """OPT and Phi: fc1/fc2 MLP, biases everywhere, LayerNorm with bias."""
+    h, layers, v = c.int("hidden_size"), c.int("num_hidden_layers"), c.int("vocab_size")
+    inter = c.int("ffn_dim") if c.model_type == "opt" else c.int("intermediate_size")
+    per_layer_small = 4 * h + inter + h + (4 * h if c.model_type == "opt" else 2 * h)
+    small = layers * per_layer_small + 2 * h
+    if c.model_type == "opt":  # learned positions with an offset of 2
+        small += (c.int("max_position_embeddings") + 2) * h
+    else:
+        small += 0 if _tied(c) else v  # Phi's lm head has a bias
+    tables = 1 if _tied(c) else 2
+    return ParamSplit(tables * v * h, layers * (4 * h * h + 2 * h * inter), 0, small)
+
+
+def _encoder_split(c: _Config) -> ParamSplit:
+    """BERT / XLM-RoBERTa: embeddings, encoder layers, pooler or classifier dense."""
+    h, layers, inter = c.int("hidden_size"), c.int("num_hidden_layers"), c.int("intermediate_size")
+    types = c.get("type_vocab_size", 1 if "xlm" in c.model_type else 2)
+    positions = (c.int("max_position_embeddings") + types) * h
+    small = layers * (9 * h + inter) + positions + 3 * h
+    linear = layers * (4 * h * h + 2 * h * inter) + h * h
+    return ParamSplit(c.int("vocab_size") * h, linear, 0, small)
+
+
+def _whisper_split(c: _Config) -> ParamSplit:
+    """Whisper: conv front end + encoder, decoder with self and cross attention, tied head."""
+    d, mels = c.int("d_model"), c.int("num_mel_bins")
+    enc, dec = c.int("encoder_layers"), c.int("decoder_layers")
+    enc_ffn, dec_ffn = c.int("encoder_ffn_dim"), c.int("decoder_ffn_dim")
+    convs = 3 * mels * d + 3 * d * d  # two kernel-3 convolutions
+    linear = convs + enc * (4 * d * d + 2 * d * enc_ffn) + dec * (8 * d * d + 2 * d * dec_ffn)
+    positions = (c.int("max_source_positions") + c.int("max_target_positions")) * d
+    small = enc * (8 * d + enc_ffn) + dec * (13 * d + dec_ffn) + positions + 6 * d
+    return ParamSplit(c.int("vocab_size") * d, linear, 0, small)
+
+
+def _param_split(c: _Config, family: str) -> ParamSplit:
+    other = {"whisper": _whisper_split, "encoder": _encoder_split}
+    split = other.get(family, _plain_decoder_split if family in ("opt", "phi") else None)
+    return split(c) if split else _decoder_split(c, family)
+
+
+# ---------------------------------------------------------------- quantized checkpoints
+
+
+def _quant_bytes(qcfg: dict[str, Any], c: _Config) -> tuple[float, float] | None:
+    """(linear, experts) bytes per parameter of a pre-quantized checkpoint; None if unknown."""
+    method = qcfg.get("quant_method")
+    if method in ("awq", "gptq", "awq_marlin", "gptq_marlin", "marlin"):
+        bits, group = qcfg.get("bits", 4), qcfg.get("group_size", 128)
+        per = bits / 8 + ((2 + bits / 8) / group if group > 0 else 0)  # fp16 scale + zero/group
+        return per, per
+    if method == "fp8":
+        per = 1 + (4 / (128 * 128) if qcfg.get("weight_block_size") else 0)  # fp32 block scales
+        return per, _FP4_WITH_SCALE if c.get("expert_dtype") == "fp4" else per
+    if method == "mxfp4":  # gpt-oss: only the experts; attention and router stay bf16
+        return 2, _FP4_WITH_SCALE
+    if method == "compressed-tensors":
+        groups = qcfg.get("config_groups") or {}
+        bits = next((g["weights"]["num_bits"] for g in groups.values() if "weights" in g), 8)
+        return bits / 8, bits / 8
+    if isinstance(qcfg.get("bits"), int):
+        return qcfg["bits"] / 8, qcfg["bits"] / 8
+    return None
+
+
+# ---------------------------------------------------------------- building facts
+
+
+def _attention_shape(c: _Config, family: str) -> dict[str, Any]:
+    """KV-relevant numbers, as vLLM's model_arch_config_convertor derives them."""
+    if family == "whisper":  # KV lives in the decoder's self-attention
+        heads, d = c.int("decoder_attention_heads"), c.int("d_model")
+        return {
+            "num_layers": c.int("decoder_layers"), "num_attention_heads": heads,
+            "num_kv_heads": heads, "head_dim": d // heads, "head_dim_v": d // heads,
+            "hidden_size": d, "max_position_embeddings": c.get("max_target_positions"),
+            "kv_caveat": _CAVEATS["whisper"],
+        }  # fmt: skip
+    h, heads = c.int("hidden_size"), c.int("num_attention_heads")
+    shape = {
+        "num_layers": c.int("num_hidden_layers"), "num_attention_heads": heads,
+        "hidden_size": h, "max_position_embeddings": c.get("max_position_embeddings"),
+    }  # fmt: skip
+    if family == "mla":
+        latent = c.int("kv_lora_rank") + c.int("qk_rope_head_dim")
+        return shape | {"num_kv_heads": 1, "head_dim": latent, "head_dim_v": 0}
+    if family == "deepseek_v4":
+        hd = c.int("head_dim")
+        return shape | {
+            "num_kv_heads": 1,
+            "head_dim": hd,
+            "head_dim_v": 0,
+            "kv_caveat": _CAVEATS[family],
+        }
+    kv, hd = c.int("num_key_value_heads", heads), c.int("head_dim", h // heads)
+    if not c.get("global_head_dim"):
+        return shape | {"num_kv_heads": kv, "head_dim": hd, "head_dim_v": hd}
+    full_hd = c.int("global_head_dim")  # Gemma-4: full layers have their own KV shape
+    return shape | {
+        "num_kv_heads": c.int("num_global_key_value_heads", kv), "head_dim": full_hd,
+        "head_dim_v": full_hd, "sliding_num_kv_heads": kv, "sliding_head_dim": hd,
+        "kv_caveat": _CAVEATS["gemma4"],
+    }  # fmt: skip
+
+
+def _facts_from_config(
+    raw: dict[str, Any], *, model_id: str, where: str, sources: tuple[str, ...],
+    checkpoint_bytes: int | None,
+) -> ModelFacts:  # fmt: skip
+    if not isinstance(raw, dict):
+        raise InputError("config must be a JSON object", where=where)
+    c = _Config(raw, where)
+    family = _family(c)
+    shape = _attention_shape(c, family)
+    split = _param_split(c, family)
+    qcfg = raw.get("quantization_config")
+    qcfg = qcfg if isinstance(qcfg, dict) else {}
+    v4 = family == "deepseek_v4"  # its window sits inside compressed attention (caveat)
+    archs = raw.get("architectures") or [c.model_type or "unknown"]
+    return ModelFacts(
+        model_id=model_id,
+        architecture=str(archs[0]),
+        vocab_size=c.int("vocab_size"),
+        torch_dtype=c.get("torch_dtype", c.get("dtype")),
+        is_mla=family == "mla" or v4,
+        sliding_window=c.get("sliding_window"),
+        num_sliding_layers=_sliding_layers(c, shape["num_layers"]) if not v4 else 0,
+        param_count=split.total,
+        checkpoint_bytes=checkpoint_bytes,
+        checkpoint_quantization=qcfg.get("quant_method"),
+        is_pooling=family == "encoder",
+        sources=(*sources, "computed: param_count and KV bytes from the architecture"),
+        tied_embeddings=_tied(c),
+        params=split,
+        quant_bytes_per_param=_quant_bytes(qcfg, c) if qcfg else None,
+        **shape,
+    )
+
+
+# ---------------------------------------------------------------- model folders
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise InputError(f"cannot read file: {e.strerror}", where=str(path)) from e
+    except json.JSONDecodeError as e:
+        raise InputError(
+            f"invalid JSON: {e.msg}",
+            where=f"{path}:{e.lineno}:{e.colno}",
+            hint="re-download the file from the model's Hugging Face repo",
+        ) from e
+
+
+def _checkpoint_bytes(folder: Path) -> tuple[int | None, str | None]:
+    """Tensor bytes from model.safetensors.index.json, or a single model.safetensors header."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        metadata = _read_json(index)
+        total = metadata.get("metadata", {}).get("total_size") if isinstance(metadata, dict) else 0
+        return (total, str(index)) if isinstance(total, int) and total > 0 else (None, None)
+    single = folder / "model.safetensors"
+    if single.is_file() and single.stat().st_size > 8:
+        with single.open("rb") as f:  # 8-byte little-endian header length, then JSON header
+            header = struct.unpack("<Q", f.read(8))[0]
+        return single.stat().st_size - 8 - header, str(single)
+    return None, None
+
+
+def load_model_dir(path: str | Path, model_id: str | None = None) -> ModelFacts:
+    """Facts of a model folder holding config.json (and optionally safetensors files)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise InputError(
+            "model folder not found",
+            where=str(folder),
+            hint="point --config at a folder that holds the model's config.json",
+        )
+    config = folder / "config.json"
+    if not config.is_file():
+        raise InputError(
+            "config.json not found in the model folder",
+            where=str(config),
+            hint="download config.json from the model's Hugging Face repo into this folder",
+        )
+    raw = _read_json(config)
+    size, size_source = _checkpoint_bytes(folder)
+    sources = (str(config),) + ((size_source,) if size_source else ())
+    return _facts_from_config(
+        raw, model_id=model_id or folder.name, where=str(config), sources=sources,
+        checkpoint_bytes=size,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- HF cache and catalog
+
+
+def _hf_snapshot(model_id: str, revision: str | None, hf_home: str | Path | None) -> Path | None:
+    """The cached snapshot folder of model_id (HF hub cache layout), if it has a config."""
+    if hf_home is not None:
+        hub = Path(hf_home) / "hub"
+    elif os.environ.get("HF_HUB_CACHE"):
+        hub = Path(os.environ["HF_HUB_CACHE"])
+    else:
+        hub = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub"
+    repo = hub / ("models--" + model_id.replace("/", "--"))
+    ref = repo / "refs" / (revision or "main")
+    commit = ref.read_text().strip() if ref.is_file() else (revision or "")
+    snapshot = repo / "snapshots" / commit
+    return snapshot if commit and (snapshot / "config.json").is_file() else None
+
+
+def _catalog_files() -> dict[str, Any]:
+    """model id -> catalog file (org--name.json), bundled as package data."""
+    folder = resources.files("gpufleet") / "catalog"
+    return {
+        f.name[: -len(".json")].replace("--", "/", 1): f
+        for f in folder.iterdir()
+        if f.name.endswith(".json")
+    }
+
+
+def catalog_ids() -> list[str]:
+    """Model ids the bundled catalog knows, sorted."""
+    return sorted(_catalog_files(), key=str.lower)
+
+
+def _unknown_model(model_id: str) -> InputError:
+    close = difflib.get_close_matches(model_id, catalog_ids(), n=3, cutoff=0.6)
+    maybe = f"did you mean {', '.join(close)}? " if close else ""
+    return InputError(
+        f"unknown model '{model_id}': not in the Hugging Face cache nor in the bundled catalog",
+        hint=f"{maybe}download it (huggingface-cli download {model_id} config.json), "
+        "point at its folder with --config DIR, or list known ids with `gpufleet models`",
+    )
+
+
+def catalog_entry(model_id: str) -> dict[str, Any]:
+    """The raw catalog record (config subset, checkpoint_bytes, sources) for model_id."""
+    files = {k.lower(): v for k, v in _catalog_files().items()}
+    entry = files.get(model_id.lower())
+    if entry is None:
+        raise _unknown_model(model_id)
+    record: dict[str, Any] = json.loads(entry.read_text(encoding="utf-8"))
+    return record
+
+
+def _facts_from_catalog(model_id: str) -> ModelFacts:
+    record = catalog_entry(model_id)
+    return _facts_from_config(
+        record["config"], model_id=record["model_id"],
+        where=f"gpufleet catalog: {record['model_id']}",
+        sources=(f"gpufleet catalog: {record['model_id']}", *record.get("sources", [])),
+        checkpoint_bytes=record.get("checkpoint_bytes"),
+    )  # fmt: skip
+
+
+def find_model(
+    model_id: str, revision: str | None = None, *, hf_home: str | Path | None = None
+) -> ModelFacts:
+    """Facts for a model id: the local HF cache first, then the bundled catalog; no network."""
+    snapshot = _hf_snapshot(model_id, revision, hf_home)
+    if snapshot is not None:
+        return load_model_dir(snapshot, model_id)
+    return _facts_from_catalog(model_id)

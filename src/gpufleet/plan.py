@@ -1,0 +1,424 @@
+"""The fleet plan: every instance's memory, every GPU's sum, start order, findings.
+
+The plan is the single source of truth downstream: render, deploy and validate read the flags,
+GPU indices, ports, start order and memory numbers decided here and never recompute them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpufleet.errors import GpufleetError, InputError
+from gpufleet.gpus import GIB, gpu_model
+from gpufleet.inventory import Host, Inventory, Kind, Service
+from gpufleet.memory import (
+    Estimate,
+    InstanceSpec,
+    baseline_bytes,
+    estimate,
+    parse_version,
+    with_free_memory,
+)
+from gpufleet.models import ModelFacts, find_model, load_model_dir
+
+TIGHT_FREE_BYTES = 2 * GIB  # less free than this on a GPU leaves no room for driver growth
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # error | warning | info
+    code: str
+    message: str
+    host: str | None = None
+    gpu: int | None = None
+    service: str | None = None
+    hint: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "severity": self.severity, "code": self.code, "host": self.host, "gpu": self.gpu,
+            "service": self.service, "message": self.message, "hint": self.hint,
+        }
+
+
+@dataclass(frozen=True)
+class PlannedService:
+    """One service as it will run: where, in which order, with which flags and memory."""
+
+    host: str
+    service: Service
+    start_index: int  # position in the host's start order (0 first)
+    start_after: tuple[str, ...]  # earlier services sharing a GPU: must be ready first
+    footprint_bytes: int  # memory held on each of its GPUs once running
+    estimate: Estimate | None  # vLLM kinds only
+    vllm_args: tuple[str, ...]  # `vllm serve` arguments, vLLM kinds only
+    model_len: int | None
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    @property
+    def gpus(self) -> tuple[int, ...]:
+        return tuple(self.service.gpus)
+
+    def to_dict(self) -> dict[str, object]:
+        svc, est = self.service, self.estimate
+        return {
+            "name": svc.name, "kind": svc.kind.value, "model": svc.model, "revision": svc.revision,
+            "gpus": list(svc.gpus), "port": svc.port, "start_index": self.start_index,
+            "start_after": list(self.start_after),
+            "footprint_gib": _gib(self.footprint_bytes),
+            "gpu_memory_utilization": est.utilization if est else None,
+            "max_model_len": self.model_len,
+            "starts": est.starts if est else True,
+            "error_kind": est.error_kind if est else None,
+            "kv_cache_gib": _gib(est.kv_cache_bytes) if est else None,
+            "kv_tokens": est.kv_tokens if est else None,
+            "max_concurrency": est.max_concurrency if est else None,
+            "vllm_args": list(self.vllm_args),
+        }
+
+
+@dataclass
+class PlannedGpu:
+    index: int
+    total_bytes: int
+    segments: list[tuple[str, int]] = field(default_factory=list)  # (service, bytes) in start order
+    utilization_sum: float = 0.0
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(b for _, b in self.segments)
+
+    @property
+    def free_bytes(self) -> int:
+        return self.total_bytes - self.used_bytes
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "index": self.index, "total_gib": _gib(self.total_bytes),
+            "planned_gib": _gib(self.used_bytes), "free_gib": _gib(self.free_bytes),
+            "utilization_sum": round(self.utilization_sum, 4),
+            "services": [{"name": n, "gib": _gib(b)} for n, b in self.segments],
+        }
+
+
+@dataclass
+class PlannedHost:
+    name: str
+    host: Host
+    gpu_model: str
+    gpus: list[PlannedGpu]
+    services: list[PlannedService]  # in start order
+
+    def service(self, name: str) -> PlannedService:
+        return next(s for s in self.services if s.name == name)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name, "address": self.host.address, "gpu_model": self.gpu_model,
+            "gpus": [g.to_dict() for g in self.gpus],
+            "services": [s.to_dict() for s in self.services],
+        }
+
+
+@dataclass
+class Plan:
+    inventory: Inventory
+    hosts: list[PlannedHost]
+    findings: list[Finding]
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.severity == "error" for f in self.findings)
+
+    def host(self, name: str) -> PlannedHost:
+        return next(h for h in self.hosts if h.name == name)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "fleet": self.inventory.fleet.name,
+            "vllm_version": self.inventory.fleet.vllm_version,
+            "ok": not self.has_errors,
+            "hosts": [h.to_dict() for h in self.hosts],
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def _gib(value: int) -> float:
+    return round(value / GIB, 2)
+
+
+# ---------------------------------------------------------------- building the plan
+
+
+def build_plan(inventory: Inventory, *, only_host: str | None = None) -> Plan:
+    """Plan every host (or one): pure, apart from reading model configs from disk/catalog."""
+    if only_host is not None and only_host not in inventory.hosts:
+        raise InputError(
+            f"no host {only_host!r} in the inventory", where=str(inventory.path),
+            hint=f"hosts: {', '.join(inventory.hosts)}",
+        )
+    hosts, findings = [], []
+    for name, host in inventory.hosts.items():
+        if only_host is None or name == only_host:
+            planned, found = plan_host(inventory, name, host)
+            hosts.append(planned)
+            findings += found
+    return Plan(inventory, hosts, findings)
+
+
+def plan_host(inv: Inventory, name: str, host: Host) -> tuple[PlannedHost, list[Finding]]:
+    """Simulate the host's start order GPU by GPU, as the instances would really start."""
+    model_name = (host.gpu or inv.fleet.gpu).lower()
+    total = gpu_model(model_name).total_bytes
+    gpus = [
+        PlannedGpu(i, int(host.gpu_memory_gib[i] * GIB) if i in host.gpu_memory_gib else total)
+        for i in range(host.gpu_count)
+    ]
+    findings: list[Finding] = []
+    services: list[PlannedService] = []
+    for index, svc in enumerate(host.services):
+        planned, found = _plan_service(inv, name, index, svc, gpus, services)
+        services.append(planned)
+        findings += found
+        for g in svc.gpus:
+            gpus[g].segments.append((svc.name, planned.footprint_bytes))
+            if planned.estimate:
+                gpus[g].utilization_sum += planned.estimate.utilization
+    findings += _gpu_findings(name, gpus)
+    return PlannedHost(name, host, model_name, gpus, services), findings
+
+
+def _plan_service(
+    inv: Inventory, host: str, index: int, svc: Service, gpus: list[PlannedGpu],
+    earlier: list[PlannedService],
+) -> tuple[PlannedService, list[Finding]]:
+    after = tuple(p.name for p in earlier if set(p.gpus) & set(svc.gpus))
+    if not svc.kind.runs_vllm:
+        footprint = int((svc.memory_gib or 0) * GIB)
+        return PlannedService(host, svc, index, after, footprint, None, (), None), []
+    facts = resolve_model(inv, host, index, svc)
+    spec = instance_spec(inv, svc, facts, gpus)
+    est = estimate(spec)
+    planned = PlannedService(
+        host, svc, index, after, est.used_bytes, est, vllm_args(inv, svc, spec), spec.model_len
+    )
+    return planned, _service_findings(inv, host, svc, spec, est)
+
+
+def resolve_model(inv: Inventory, host: str, index: int, svc: Service) -> ModelFacts:
+    """Model facts from the service's local folder, the HF cache or the bundled catalog."""
+    where = inv.service_where(host, index, "model_path" if svc.model_path else "model")
+    try:
+        if svc.model_path:
+            folder = (inv.path.parent / svc.model_path).resolve()
+            return load_model_dir(Path(folder), svc.model)
+        return find_model(svc.model or "", svc.revision)
+    except GpufleetError as exc:
+        hint = getattr(exc, "hint", None)
+        raise InputError(f"service {svc.name}: {getattr(exc, 'what', exc)}", where=where,
+                         hint=hint) from None
+
+
+def instance_spec(
+    inv: Inventory, svc: Service, facts: ModelFacts, gpus: list[PlannedGpu]
+) -> InstanceSpec:
+    """The instance as it will start: its GPUs' total and what earlier services left free."""
+    mine = [gpus[g] for g in svc.gpus]
+    total = min(g.total_bytes for g in mine)
+    free_before = min(g.free_bytes for g in mine)  # the tightest rank decides
+    spec = InstanceSpec(
+        facts=facts, gpu_total_bytes=total,
+        gpu_memory_utilization=svc.gpu_memory_utilization,
+        tensor_parallel_size=svc.tensor_parallel_size,
+        pipeline_parallel_size=svc.pipeline_parallel_size, dtype=svc.dtype,
+        quantization=svc.quantization, kv_cache_dtype=svc.kv_cache_dtype,
+        max_model_len=svc.max_model_len, max_num_seqs=svc.max_num_seqs,
+        max_num_batched_tokens=svc.max_num_batched_tokens, enforce_eager=svc.enforce_eager,
+        kv_cache_memory_bytes=svc.kv_cache_memory_bytes, vllm_version=inv.fleet.vllm_version,
+    )
+    return with_free_memory(spec, free_before - baseline_bytes(spec))
+
+
+# ---------------------------------------------------------------- the flags the plan decides
+
+
+def vllm_args(inv: Inventory, svc: Service, spec: InstanceSpec) -> tuple[str, ...]:
+    """`vllm serve` arguments: always explicit utilization and max_model_len, because vLLM's
+    defaults depend on its version and on the device (and would claim 92 % of an MI300X)."""
+    args = ["serve", svc.model or "", "--host", "0.0.0.0", "--port", str(svc.port)]
+    args += ["--served-model-name", svc.model or svc.name]
+    if svc.revision:
+        args += ["--revision", svc.revision]
+    if svc.kv_cache_memory_bytes is not None:
+        args += ["--kv-cache-memory-bytes", str(svc.kv_cache_memory_bytes)]
+    args += ["--gpu-memory-utilization", f"{spec.utilization:g}"]
+    args += ["--max-model-len", str(spec.model_len)]
+    if svc.tensor_parallel_size > 1:
+        args += ["--tensor-parallel-size", str(svc.tensor_parallel_size)]
+    if svc.pipeline_parallel_size > 1:
+        args += ["--pipeline-parallel-size", str(svc.pipeline_parallel_size)]
+    if svc.dtype != "auto":
+        args += ["--dtype", svc.dtype]
+    if svc.quantization:
+        args += ["--quantization", svc.quantization]
+    if svc.kv_cache_dtype != "auto":
+        args += ["--kv-cache-dtype", svc.kv_cache_dtype]
+    if svc.max_num_seqs:
+        args += ["--max-num-seqs", str(svc.max_num_seqs)]
+    if svc.max_num_batched_tokens:
+        args += ["--max-num-batched-tokens", str(svc.max_num_batched_tokens)]
+    if svc.enforce_eager:
+        args.append("--enforce-eager")
+    args += _runner_args(svc.kind, inv.fleet.vllm_version)
+    return (*args, *svc.extra_args)
+
+
+def _runner_args(kind: Kind, version: str) -> list[str]:
+    """Pooling and transcription models: `--runner/--convert` since 0.10.1, `--task` before."""
+    new = parse_version(version) >= (0, 10, 1)
+    if kind is Kind.EMBED:
+        return ["--runner", "pooling", "--convert", "embed"] if new else ["--task", "embed"]
+    if kind is Kind.RERANK:
+        return ["--runner", "pooling", "--convert", "classify"] if new else ["--task", "score"]
+    if kind is Kind.WHISPER and not new:
+        return ["--task", "transcription"]
+    return []
+
+
+# ---------------------------------------------------------------- findings
+
+
+def _service_findings(
+    inv: Inventory, host: str, svc: Service, spec: InstanceSpec, est: Estimate
+) -> list[Finding]:
+    out: list[Finding] = []
+
+    def add(severity: str, code: str, message: str, hint: str | None = None) -> None:
+        gpu = svc.gpus[0] if len(svc.gpus) == 1 else None
+        out.append(Finding(severity, code, message, host, gpu, svc.name, hint))
+
+    if not est.starts and est.error_kind:
+        add("error", est.error_kind, est.error or "", _fix_hint(svc, spec, est))
+    limit = spec.facts.max_position_embeddings
+    if svc.max_model_len and limit and svc.max_model_len > limit:
+        add("error", "max_model_len_above_model",
+            f"max_model_len {svc.max_model_len} is above the model's limit {limit}; vLLM refuses "
+            "a user-specified max_model_len greater than the derived one",
+            f"use max_model_len <= {limit}")
+    if svc.gpu_memory_utilization is None and svc.kv_cache_memory_bytes is None:
+        add("warning", "default_utilization",
+            f"gpu_memory_utilization not set: vLLM {inv.fleet.vllm_version} takes its default "
+            f"{est.utilization} = {est.budget_bytes / GIB:.1f} GiB per GPU",
+            "set gpu_memory_utilization explicitly")
+    if svc.max_model_len is None:
+        add("warning", "default_max_model_len",
+            f"max_model_len not set: vLLM uses the model's {spec.model_len} tokens",
+            "set max_model_len to what clients need")
+    if est.starts and svc.max_num_seqs is None and est.activation_bytes > 0.25 * est.budget_bytes:
+        add("warning", "default_batching",
+            f"profiling with vLLM's default batch (MI300X tier: 16384 tokens, 1024 seqs) takes "
+            f"{est.activation_bytes / GIB:.1f} GiB of a {est.budget_bytes / GIB:.1f} GiB budget",
+            "set max_num_seqs and max_num_batched_tokens for small co-located models")
+    out += _parallel_findings(host, svc, spec)
+    return out
+
+
+def _fix_hint(svc: Service, spec: InstanceSpec, est: Estimate) -> str:
+    parts = []
+    if est.weights_bytes >= est.budget_bytes:
+        parts.append(_too_big_hint(svc, spec, est))
+    if est.error_kind == "parallelism":
+        return "; ".join([_parallel_hint(svc, spec.facts), *parts])
+    if est.min_util_for_max_model_len is not None:
+        parts.append(
+            f"gpu_memory_utilization >= {est.min_util_for_max_model_len:.2f} fits max_model_len "
+            f"{spec.model_len}"
+        )
+    if est.max_model_len_fit:
+        parts.append(f"max_model_len <= {est.max_model_len_fit} fits utilization "
+                     f"{est.utilization:g}")
+    if est.error_kind == "free_memory":
+        free = spec.free_bytes_at_start or 0
+        most = int(free / spec.gpu_total_bytes * 100) / 100
+        enough = est.min_util_for_max_model_len
+        parts = [f"only {most:.2f} of the GPU is free when it starts: set gpu_memory_utilization "
+                 f"<= {most:.2f}" + (f" (>= {enough:.2f} holds max_model_len {spec.model_len})"
+                                     if enough is not None and enough <= most else ""),
+                 "or lower the utilization of a service started before it on this GPU"]
+    return "; ".join(parts) or "the model does not fit this GPU: use more GPUs (tensor parallel)"
+
+
+def _too_big_hint(svc: Service, spec: InstanceSpec, est: Estimate) -> str:
+    """When the weights alone exceed the budget, say how many GPUs they would need."""
+    ranks = svc.tensor_parallel_size * svc.pipeline_parallel_size
+    total = est.weights_bytes * ranks
+    room = est.budget_bytes * 0.8  # leave a fifth of each budget for activations and KV
+    need = max(ranks + 1, -(-total // int(room)))
+    return (
+        f"the weights alone take {est.weights_bytes / GIB:.0f} GiB per GPU, more than the "
+        f"{est.budget_bytes / GIB:.0f} GiB budget: use a quantized checkpoint or about {need} GPUs"
+    )
+
+
+def _parallel_hint(svc: Service, facts: ModelFacts) -> str:
+    n = len(svc.gpus)
+    heads = facts.num_attention_heads
+    fits = [tp for tp in range(1, n + 1) if heads % tp == 0 and n % tp == 0]
+    best = max(fits)
+    return (
+        f"{heads} attention heads split over tensor_parallel_size {best} x "
+        f"pipeline_parallel_size {n // best} on these {n} GPUs"
+        + (" (pipeline parallelism splits layers, not heads)" if best < n else "")
+    )
+
+
+def _parallel_findings(host: str, svc: Service, spec: InstanceSpec) -> list[Finding]:
+    facts, tp = spec.facts, svc.tensor_parallel_size
+    if tp > 1 and facts.num_kv_heads and tp > facts.num_kv_heads and not facts.is_mla:
+        return [Finding(
+            "info", "kv_heads_replicated",
+            f"tensor_parallel_size {tp} exceeds the {facts.num_kv_heads} KV heads: each rank "
+            "stores replicated heads, so KV capacity per GPU does not grow with TP",
+            host, None, svc.name,
+        )]
+    return []
+
+
+def _gpu_findings(host: str, gpus: list[PlannedGpu]) -> list[Finding]:
+    out = []
+    for gpu in gpus:
+        if gpu.free_bytes < 0:
+            names = ", ".join(n for n, _ in gpu.segments)
+            out.append(Finding(
+                "error", "gpu_overcommitted",
+                f"GPU {gpu.index} is over-committed by {-gpu.free_bytes / GIB:.1f} GiB: "
+                f"{names} need {gpu.used_bytes / GIB:.1f} of {gpu.total_bytes / GIB:.1f} GiB",
+                host, gpu.index, None,
+                "lower gpu_memory_utilization of a service here or move one to another GPU",
+            ))
+        elif gpu.segments and gpu.free_bytes < TIGHT_FREE_BYTES:
+            out.append(Finding(
+                "warning", "gpu_tight",
+                f"GPU {gpu.index} keeps only {gpu.free_bytes / GIB:.2f} GiB free",
+                host, gpu.index, None, "leave a couple of GiB for the driver and fragmentation",
+            ))
+    return out
+
+
+def start_order_groups(host: PlannedHost) -> list[list[str]]:
+    """Services in waves: each wave may start together (no GPU in common with a pending one)."""
+    done: set[str] = set()
+    waves: list[list[str]] = []
+    pending = list(host.services)
+    while pending:
+        wave = [s for s in pending if set(s.start_after) <= done]
+        waves.append([s.name for s in wave])
+        done |= {s.name for s in wave}
+        pending = [s for s in pending if s.name not in done]
+        if not wave:  # pragma: no cover - start_after only names earlier services
+            raise RuntimeError("start order has a cycle")
+    return waves
