@@ -22,7 +22,7 @@ COMMANDS = ["plan", "estimate", "models"]
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that exits with BAD_INPUT (2) on usage errors, as it does by default, with a hint."""
+    """argparse that exits with BAD_INPUT (2) on usage errors, with the usage line as a hint."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     except GpufleetError as exc:
         env.error(str(exc))
         return int(exc.exit_status)
+    except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else ExitStatus.BAD_INPUT
     except KeyboardInterrupt:
         env.error("interrupted")
         return 130

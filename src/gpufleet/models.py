@@ -117,10 +117,11 @@ class ModelFacts:
         kv_bytes = kv_dtype_bytes(kv_cache_dtype, self.dtype_bytes(dtype))
         full = self.num_layers - self.num_sliding_layers
         return full * self.kv_bytes_per_token_layer(tp, kv_bytes) + (
-            self.num_sliding_layers * self._sliding_layer_bytes(tp, kv_bytes)
+            self.num_sliding_layers * self.kv_bytes_per_token_sliding_layer(tp, kv_bytes)
         )
 
-    def _sliding_layer_bytes(self, tp: int, kv_bytes: int) -> int:
+    def kv_bytes_per_token_sliding_layer(self, tp: int, kv_bytes: int) -> int:
+        """Like kv_bytes_per_token_layer, for a sliding-window layer (Gemma-4 shapes differ)."""
         if self.sliding_num_kv_heads is None or self.sliding_head_dim is None:
             return self.kv_bytes_per_token_layer(tp, kv_bytes)
         return max(1, self.sliding_num_kv_heads // tp) * 2 * self.sliding_head_dim * kv_bytes
@@ -218,9 +219,12 @@ class ModelFacts:
         return 2, linear, experts, 2  # quantizers keep embeddings, lm head and norms 16-bit
 
 
-def _dot(split: ParamSplit, per_param: tuple[float, ...]) -> float:
-    counts = (split.embedding, split.linear, split.experts, split.small)
-    return sum(n * b for n, b in zip(counts, per_param, strict=True))
+def _dot(split: ParamSplit, per_param: tuple[float, float, float, float]) -> float:
+    embedding, linear, experts, small = per_param  # no zip(strict=): the double runs on 3.9
+    return (
+        split.embedding * embedding + split.linear * linear + split.experts * experts
+        + split.small * small
+    )  # fmt: skip
 
 
 def _check_parallel(tp: int, pp: int) -> None:

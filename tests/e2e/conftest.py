@@ -9,7 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -54,6 +54,13 @@ def require_lab() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{why} (CI=true: e2e tests must not be skipped)", pytrace=False)
     pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def make_lab_config() -> Callable[..., LabConfig]:
+    """Factory for extra, throwaway labs (tests that must not disturb the session lab)."""
+    require_lab()
+    return e2e_config
 
 
 @pytest.fixture(scope="session")

@@ -113,7 +113,6 @@ def _parse_json(body: str, source: str) -> Snapshot:
 def _not_smi(text: str, source: str) -> SmiParseError:
     first = next(ln.strip() for ln in text.splitlines() if ln.strip())
     return SmiParseError(
-        f"not rocm-smi or amd-smi output: first line: {first[:80]!r}; "
-        f"expected one of {EXPECTED}",
+        f"not rocm-smi or amd-smi output: first line: {first[:80]!r}; expected one of {EXPECTED}",
         where=source,
     )

@@ -123,7 +123,9 @@ def looks_like_text(text: str) -> bool:
 
 def parse_text(text: str, *, source: str) -> Snapshot:
     lines = text.splitlines()
-    if any(ln.rstrip() in ("CURRENT_PARTITION:", "ACCELERATOR_PARTITION_PROFILES:") for ln in lines):
+    if any(
+        ln.rstrip() in ("CURRENT_PARTITION:", "ACCELERATOR_PARTITION_PROFILES:") for ln in lines
+    ):
         raise SmiParseError(
             "this is amd-smi partition output, not a memory or process reading",
             where=source,
@@ -222,7 +224,7 @@ def _table_row(builder: SnapshotBuilder, header: list[str], row: list[str]) -> N
 
 
 def _ratio(gpu: GpuReading, value: str | None) -> None:
-    """"3.1/191.7 GB" (monitor) or "4976/196592 MB" (default view): used/total, one unit."""
+    """Used/total from `3.1/191.7 GB` (monitor) or `4976/196592 MB` (default view)."""
     match = _RATIO.match(value or "")
     if match:
         used, total, unit = match.groups()
@@ -263,4 +265,3 @@ def _box_gpu(builder: SnapshotBuilder, record: dict[str, str]) -> None:
     _set(gpu, "bdf", to_bdf(record.get("BDF")))
     _set(gpu, "hip_id", to_int(record.get("HIP-ID")))
     _ratio(gpu, record.get("Mem-Usage"))
-

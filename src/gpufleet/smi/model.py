@@ -9,13 +9,13 @@ from gpufleet.errors import InputError
 
 
 class SmiParseError(InputError):
-    """The text is not a rocm-smi/amd-smi reading we can use (or the tool itself reported failure)."""
+    """The text is not a usable rocm-smi/amd-smi reading, or the tool itself reported failure."""
 
 
 @dataclass
 class GpuReading:
-    """One GPU as the tool numbered it. `index` is the tool's own index (rocm-smi `card<i>`/`GPU[i]`,
-    amd-smi `gpu`), not the DRM card number; `hip_id` only where the tool printed it."""
+    """One GPU as the tool numbered it. `index` is the tool's own index (rocm-smi `card<i>` or
+    `GPU[i]`, amd-smi `gpu`), not the DRM card number; `hip_id` only where the tool printed it."""
 
     index: int
     hip_id: int | None = None
@@ -44,7 +44,12 @@ class ProcessReading:
     vram_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pid": self.pid, "name": self.name, "gpus": list(self.gpus), "vram_bytes": self.vram_bytes}
+        return {
+            "pid": self.pid,
+            "name": self.name,
+            "gpus": list(self.gpus),
+            "vram_bytes": self.vram_bytes,
+        }
 
 
 @dataclass
@@ -81,7 +86,9 @@ class SnapshotBuilder:
     def gpu(self, index: int) -> GpuReading:
         return self._gpus.setdefault(index, GpuReading(index))
 
-    def process(self, pid: int, *, name: str | None = None, gpu: int | None = None) -> ProcessReading:
+    def process(
+        self, pid: int, *, name: str | None = None, gpu: int | None = None
+    ) -> ProcessReading:
         proc = self._procs.setdefault(pid, ProcessReading(pid))
         proc.name = name or proc.name
         if gpu is not None:
@@ -91,7 +98,7 @@ class SnapshotBuilder:
         return proc
 
     def add_vram(self, pid: int, vram: int | None) -> None:
-        """One row of a process's VRAM (one GPU's share, or its total where rows are per process)."""
+        """A row of VRAM for a process: one GPU's share, or its total where rows are per process."""
         self._vram_parts.setdefault(pid, []).append(vram)
 
     def warn(self, message: str) -> None:
@@ -119,7 +126,7 @@ class SnapshotBuilder:
 
 
 def merge(*snapshots: Snapshot) -> Snapshot:
-    """One snapshot from several readings of the same host (e.g. `--showmeminfo vram` + `--showpids`).
+    """One snapshot from several readings of one host (`--showmeminfo vram` + `--showpids`, say).
 
     GPUs match on index, processes on PID; a later reading's known value replaces an earlier one,
     and process GPU lists are united. Readings from different tools are refused: rocm-smi and

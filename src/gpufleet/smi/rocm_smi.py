@@ -1,5 +1,5 @@
 """rocm-smi readings: `--json`, `--csv` and text (concise, `--showmeminfo vram`, `--showpids`,
-`--showpidgpus`, `-a`). Field names per rocm_smi_lib's python_smi_tools/rocm_smi.py, ROCm 4.x-7.x."""
+`--showpidgpus`, `-a`). Labels per rocm_smi_lib's python_smi_tools/rocm_smi.py, ROCm 4.x-7.x."""
 
 from __future__ import annotations
 
@@ -195,4 +195,3 @@ def _pid_gpus(builder: SnapshotBuilder, lines: list[str]) -> None:
         elif pid is not None and re.fullmatch(r"[\d ]+", line.strip() or "x"):
             for index in line.split():
                 builder.process(pid, gpu=int(index))
-

@@ -1,0 +1,456 @@
+"""Tests for gpufleet.models: parameter counts, KV bytes per token, weight bytes, loading."""
+
+from __future__ import annotations
+
+import ast
+import json
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+import gpufleet.models as models
+from gpufleet.errors import InputError
+from gpufleet.models import (
+    catalog_entry,
+    catalog_ids,
+    find_model,
+    kv_dtype_bytes,
+    load_model_dir,
+)
+
+GIB = 2**30
+TINY_LLAMA = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 1000,
+    "max_position_embeddings": 2048,
+    "torch_dtype": "bfloat16",
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_real_hf_cache(tmp_path, monkeypatch):
+    """Catalog lookups must not see a developer's real Hugging Face cache."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+
+
+def catalog(model_id: str) -> models.ModelFacts:
+    return find_model(model_id)
+
+
+def write_model(folder: Path, config: dict | str, index_total: int | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = config if isinstance(config, str) else json.dumps(config)
+    (folder / "config.json").write_text(text)
+    if index_total is not None:
+        index = {"metadata": {"total_size": index_total}, "weight_map": {}}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return folder
+
+
+# ---------------------------------------------------------------- parameter counts
+
+# Published totals: model cards / Hugging Face parameter counts (gemma-3-27b incl. vision tower).
+PUBLISHED_PARAMS = {
+    "meta-llama/Llama-3.1-8B-Instruct": 8.03e9,
+    "meta-llama/Llama-3.3-70B-Instruct": 70.6e9,
+    "Qwen/Qwen2.5-7B": 7.61e9,
+    "deepseek-ai/DeepSeek-V3": 671e9,
+    "mistralai/Mistral-Small-24B-Instruct-2501": 23.6e9,
+    "Qwen/Qwen3-32B": 32.8e9,
+    "google/gemma-3-27b-it": 27.4e9,
+    "Qwen/Qwen3-30B-A3B": 30.5e9,
+    "Qwen/Qwen3-235B-A22B": 235e9,
+    "openai/gpt-oss-120b": 116.8e9,
+    "openai/gpt-oss-20b": 20.9e9,
+    "openai/whisper-large-v3": 1.54e9,
+    "intfloat/multilingual-e5-large": 560e6,
+    "BAAI/bge-reranker-v2-m3": 568e6,
+    "facebook/opt-125m": 125e6,
+    "mgoin/phi-2-super-marlin": 2.78e9,
+    "TinyLlama/TinyLlama-1.1B-Chat-v1.0": 1.1e9,
+    "meta-llama/Llama-2-7b-hf": 6.74e9,
+    "Qwen/Qwen2.5-VL-72B-Instruct": 73.4e9,
+    "mistralai/Mistral-Small-3.1-24B-Instruct-2503": 24.0e9,
+    "deepseek-ai/DeepSeek-V4-Flash": 284e9,
+    "MiniMaxAI/MiniMax-M2": 230e9,
+}
+
+
+@pytest.mark.parametrize(("model_id", "published"), sorted(PUBLISHED_PARAMS.items()))
+def test_param_count_within_2_percent_of_published(model_id, published):
+    assert catalog(model_id).param_count == pytest.approx(published, rel=0.02)
+
+
+def test_llama_param_count_is_exact():
+    # 2 x vocab x hidden + layers x (attention + gated MLP + 2 norms) + final norm
+    assert catalog("meta-llama/Llama-3.1-8B-Instruct").param_count == 8_030_261_248
+    assert catalog("meta-llama/Llama-3.3-70B-Instruct").param_count == 70_553_706_496
+
+
+def test_tied_embeddings_count_one_table():
+    tied = catalog("Qwen/Qwen2.5-0.5B-Instruct")
+    assert tied.tied_embeddings
+    assert tied.params is not None
+    assert tied.params.embedding == 151936 * 896
+
+
+# ---------------------------------------------------------------- KV bytes per token
+
+# vllm-memory.md section 1 "Examples" (bf16 KV); DeepSeek MLA = 61 x 576 x 2 on every rank.
+KV_EXAMPLES = [
+    ("meta-llama/Llama-3.1-8B-Instruct", 1, 128 * 1024),
+    ("meta-llama/Llama-3.1-70B-Instruct", 1, 320 * 1024),
+    ("Qwen/Qwen2.5-7B", 1, 56 * 1024),
+    ("Qwen/Qwen2.5-32B-Instruct", 1, 256 * 1024),
+    ("Qwen/Qwen3-30B-A3B", 1, 96 * 1024),
+    ("Qwen/Qwen3-235B-A22B", 1, 188 * 1024),
+    ("Qwen/Qwen3-235B-A22B-FP8", 4, 47 * 1024),
+    ("deepseek-ai/DeepSeek-V3", 1, 61 * 576 * 2),
+    ("deepseek-ai/DeepSeek-R1", 8, 61 * 576 * 2),
+    ("microsoft/MAI-DS-R1", 8, 61 * 576 * 2),
+]
+
+
+@pytest.mark.parametrize(("model_id", "tp", "expected"), KV_EXAMPLES)
+def test_kv_bytes_per_token_examples(model_id, tp, expected):
+    assert catalog(model_id).kv_bytes_per_token(tp=tp) == expected
+
+
+@pytest.mark.parametrize("model_id", catalog_ids())
+def test_catalog_kv_cross_check(model_id):
+    """Each entry records a hand-derived bf16 TP1 value; the code must agree with it."""
+    expected = catalog_entry(model_id)["kv_bytes_per_token_bf16_tp1"]
+    assert catalog(model_id).kv_bytes_per_token() == expected
+
+
+def test_mla_kv_is_replicated_not_divided_by_tp():
+    r1 = catalog("deepseek-ai/DeepSeek-R1")
+    assert r1.is_mla and r1.head_dim == 576 and r1.head_dim_v == 0
+    assert {r1.kv_bytes_per_token(tp=tp) for tp in (1, 2, 4, 8, 16)} == {61 * 576 * 2}
+    assert r1.kv_bytes_per_token_layer(tp=8, kv_bytes=2) == 576 * 2
+
+
+def test_kv_heads_replicated_when_tp_exceeds_kv_heads():
+    qwen = catalog("Qwen/Qwen2.5-7B")  # 4 KV heads
+    assert qwen.num_kv_heads == 4
+    assert qwen.kv_bytes_per_token(tp=4) == 56 * 1024 // 4
+    assert qwen.kv_bytes_per_token(tp=8) == qwen.kv_bytes_per_token(tp=4)
+
+
+def test_fp8_kv_cache_halves_bytes():
+    llama = catalog("meta-llama/Llama-3.1-8B-Instruct")
+    for kv_dtype in ("fp8", "fp8_e4m3", "fp8_e5m2"):
+        assert llama.kv_bytes_per_token(kv_cache_dtype=kv_dtype) == 64 * 1024
+    assert catalog("deepseek-ai/DeepSeek-V3").kv_bytes_per_token(kv_cache_dtype="fp8") == 61 * 576
+
+
+def test_kv_dtype_bytes_and_unknown_value():
+    assert kv_dtype_bytes("auto", 2) == 2
+    assert kv_dtype_bytes(None, 4) == 4
+    assert kv_dtype_bytes("fp8", 2) == 1
+    with pytest.raises(InputError) as err:
+        kv_dtype_bytes("int3", 2)
+    assert "fp8_e4m3" in str(err.value) and "auto" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("model_id", "head_dim", "derived"),
+    [
+        ("Qwen/Qwen3-32B", 128, 5120 // 64),
+        ("google/gemma-3-27b-it", 128, 5376 // 32),
+        ("mistralai/Mistral-Small-24B-Instruct-2501", 128, 5120 // 32),
+    ],
+)
+def test_explicit_head_dim_is_honored(model_id, head_dim, derived):
+    facts = catalog(model_id)
+    assert head_dim != derived
+    assert facts.head_dim == facts.head_dim_v == head_dim
+
+
+def test_qwen3_32b_kv_uses_explicit_head_dim():
+    assert catalog("Qwen/Qwen3-32B").kv_bytes_per_token() == 64 * 2 * 8 * 128 * 2
+
+
+def test_gemma3_sliding_pattern():
+    gemma = catalog("google/gemma-3-27b-it")
+    assert gemma.sliding_window == 1024
+    assert (gemma.num_layers, gemma.num_sliding_layers) == (62, 52)  # every 6th layer global
+    assert gemma.kv_bytes_per_token() == 62 * 2 * 16 * 128 * 2  # all layers, full + sliding
+
+
+def test_gpt_oss_alternating_sliding_layers():
+    gpt = catalog("openai/gpt-oss-120b")
+    assert (gpt.num_layers, gpt.num_sliding_layers, gpt.sliding_window) == (36, 18, 128)
+    assert gpt.head_dim == 64
+
+
+def test_sliding_window_flags():
+    assert catalog("Qwen/Qwen2.5-7B").num_sliding_layers == 0  # use_sliding_window: false
+    assert catalog("teknium/OpenHermes-2.5-Mistral-7B").num_sliding_layers == 32  # every layer
+    assert catalog("Qwen/Qwen3-32B").sliding_window is None
+
+
+def test_gemma4_sliding_layers_have_their_own_kv_shape():
+    gemma4 = catalog("google/gemma-4-26B-A4B")
+    assert (gemma4.num_kv_heads, gemma4.head_dim) == (2, 512)
+    assert (gemma4.sliding_num_kv_heads, gemma4.sliding_head_dim) == (8, 256)
+    assert gemma4.kv_bytes_per_token() == 5 * 2 * 2 * 512 * 2 + 25 * 2 * 8 * 256 * 2
+    assert gemma4.kv_caveat
+
+
+def test_pooling_models_have_no_kv_cache():
+    for model_id in ("BAAI/bge-reranker-v2-m3", "intfloat/multilingual-e5-large"):
+        facts = catalog(model_id)
+        assert facts.is_pooling
+        assert facts.kv_bytes_per_token(tp=1) == 0
+
+
+def test_whisper_kv_from_decoder_layers():
+    whisper = catalog("KBLab/kb-whisper-large")
+    assert not whisper.is_pooling
+    assert (whisper.num_layers, whisper.num_kv_heads, whisper.head_dim) == (32, 20, 64)
+    assert whisper.kv_bytes_per_token() == 32 * 2 * 1280 * 2
+    assert whisper.kv_caveat and "cross-attention" in whisper.kv_caveat
+
+
+# ---------------------------------------------------------------- weight bytes
+
+
+def test_bf16_weights_match_the_safetensors_total():
+    llama = catalog("meta-llama/Llama-3.1-8B-Instruct")
+    assert llama.checkpoint_bytes == 16_060_522_496
+    assert llama.weight_bytes() == 16_060_522_496
+    assert llama.weight_bytes(dtype="float32") == 2 * 16_060_522_496
+
+
+def test_online_fp8_keeps_embeddings_16_bit():
+    llama = catalog("meta-llama/Llama-3.1-8B-Instruct")
+    split = llama.params
+    assert split is not None
+    fp8 = llama.weight_bytes(quantization="fp8")
+    assert fp8 == split.linear + split.experts + 2 * (split.embedding + split.small)
+    assert 0.55 < fp8 / llama.weight_bytes() < 0.58
+
+
+def test_awq_checkpoint_weights():
+    # HF file listing shows a single model.safetensors of 4.15 GB (rounded)
+    awq = catalog("TheBloke/zephyr-7B-beta-AWQ")
+    assert awq.checkpoint_quantization == "awq"
+    assert awq.weight_bytes() == pytest.approx(4.15e9, rel=0.02)
+    assert awq.weight_bytes(quantization="awq_marlin") == awq.weight_bytes()
+
+
+def test_w8a8_checkpoint_matches_vllm_report():
+    # vLLM case: neuralmagic 70B w8a8 at TP1 loaded 67.7229 GiB of weights
+    w8a8 = catalog("neuralmagic/Meta-Llama-3.1-70B-Instruct-quantized.w8a8")
+    assert w8a8.weight_bytes() / GIB == pytest.approx(67.7229, rel=0.01)
+
+
+def test_fp8_deepseek_weights_about_one_byte_per_param():
+    r1 = catalog("deepseek-ai/DeepSeek-R1")
+    assert r1.checkpoint_quantization == "fp8"
+    assert 642e9 < r1.weight_bytes() < 690e9
+    assert catalog("microsoft/MAI-DS-R1-FP8").weight_bytes() == r1.weight_bytes()
+
+
+def test_mxfp4_quantizes_only_experts():
+    gpt = catalog("openai/gpt-oss-120b")
+    split = gpt.params
+    assert split is not None
+    non_expert = split.embedding + split.linear + split.small
+    assert gpt.weight_bytes() == pytest.approx(split.experts * (0.5 + 1 / 32) + 2 * non_expert)
+
+
+def test_float32_checkpoint_is_served_16_bit():
+    reranker = catalog("BAAI/bge-reranker-v2-m3")
+    assert reranker.torch_dtype == "float32"
+    assert reranker.dtype_bytes("auto") == 2
+    assert reranker.weight_bytes() == 2 * reranker.param_count
+    assert reranker.weight_bytes(dtype="float32") == 4 * reranker.param_count
+
+
+def test_fp32_checkpoint_bytes_are_scaled_to_the_serving_dtype(tmp_path):
+    config = dict(TINY_LLAMA, torch_dtype="float32")
+    facts = load_model_dir(write_model(tmp_path / "m", config, index_total=4_000_000))
+    assert facts.weight_bytes() == 2_000_000
+
+
+def test_quantization_requests_that_vllm_cannot_do():
+    with pytest.raises(InputError, match="cannot quantize"):
+        catalog("Qwen/Qwen3-32B").weight_bytes(quantization="awq")
+    with pytest.raises(InputError, match="already quantized"):
+        catalog("TheBloke/zephyr-7B-beta-AWQ").weight_bytes(quantization="gptq")
+
+
+def test_unknown_dtype_is_an_input_error():
+    with pytest.raises(InputError, match="float16"):
+        catalog("Qwen/Qwen3-32B").dtype_bytes("float13")
+
+
+def test_weight_bytes_per_rank():
+    llama = catalog("meta-llama/Llama-3.1-8B-Instruct")
+    whole = llama.weight_bytes()
+    assert llama.weight_bytes_per_rank(1, 1) == whole
+    # #10511: 14.96 GiB at TP1, 7.48 GiB per rank at TP2
+    assert llama.weight_bytes_per_rank(2, 1) / GIB == pytest.approx(7.48, rel=0.01)
+    assert whole / 2 < llama.weight_bytes_per_rank(1, 2) < 0.6 * whole  # one vocab table/stage
+    big = catalog("deepseek-ai/DeepSeek-R1")
+    assert big.weight_bytes_per_rank(8, 1) == pytest.approx(big.weight_bytes() / 8, rel=0.01)
+    with pytest.raises(InputError):
+        llama.weight_bytes_per_rank(0, 1)
+
+
+# ---------------------------------------------------------------- loading a folder
+
+
+def test_load_model_dir_reads_config_and_index(tmp_path):
+    folder = write_model(tmp_path / "tiny", TINY_LLAMA, index_total=123_456)
+    facts = load_model_dir(folder, "acme/tiny")
+    assert facts.model_id == "acme/tiny"
+    assert facts.architecture == "LlamaForCausalLM"
+    assert (facts.num_layers, facts.num_kv_heads, facts.head_dim) == (2, 2, 64)
+    assert facts.checkpoint_bytes == 123_456
+    assert facts.weight_bytes() == 123_456  # the safetensors total wins over the param count
+    assert str(folder / "config.json") in facts.sources
+    assert str(folder / "model.safetensors.index.json") in facts.sources
+
+
+def test_single_safetensors_file_gives_checkpoint_bytes(tmp_path):
+    folder = write_model(tmp_path / "single", TINY_LLAMA)
+    header = b'{"__metadata__":{}}'
+    body = b"\0" * 1000
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + body)
+    assert load_model_dir(folder).checkpoint_bytes == 1000
+
+
+def test_load_model_dir_missing_folder(tmp_path):
+    with pytest.raises(InputError) as err:
+        load_model_dir(tmp_path / "nope")
+    assert err.value.where == str(tmp_path / "nope")
+    assert err.value.hint
+
+
+def test_load_model_dir_missing_config(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError) as err:
+        load_model_dir(tmp_path / "empty")
+    assert err.value.where == str(tmp_path / "empty" / "config.json")
+
+
+def test_load_model_dir_bad_json(tmp_path):
+    folder = write_model(tmp_path / "bad", '{"hidden_size": 4096,\n  oops}')
+    with pytest.raises(InputError) as err:
+        load_model_dir(folder)
+    assert err.value.where == f"{folder / 'config.json'}:2:3"
+    assert "invalid JSON" in err.value.what
+
+
+def test_load_model_dir_missing_key(tmp_path):
+    config = {k: v for k, v in TINY_LLAMA.items() if k != "hidden_size"}
+    folder = write_model(tmp_path / "partial", config)
+    with pytest.raises(InputError) as err:
+        load_model_dir(folder)
+    assert err.value.where == str(folder / "config.json")
+    assert "hidden_size" in err.value.what
+    assert err.value.hint
+
+
+def test_load_model_dir_wrong_type(tmp_path):
+    folder = write_model(tmp_path / "typed", dict(TINY_LLAMA, num_hidden_layers="32"))
+    with pytest.raises(InputError, match="num_hidden_layers"):
+        load_model_dir(folder)
+
+
+# ---------------------------------------------------------------- HF cache and catalog
+
+
+def fake_hf_cache(home: Path, model_id: str, config: dict, commit: str = "abc123") -> Path:
+    repo = home / "hub" / ("models--" + model_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit + "\n")
+    return write_model(repo / "snapshots" / commit, config)
+
+
+def test_find_model_from_hf_cache(tmp_path):
+    snapshot = fake_hf_cache(tmp_path, "acme/tiny", TINY_LLAMA)
+    facts = find_model("acme/tiny", hf_home=tmp_path)
+    assert facts.model_id == "acme/tiny"
+    assert str(snapshot / "config.json") in facts.sources
+    assert find_model("acme/tiny", "abc123", hf_home=tmp_path).num_layers == 2
+
+
+def test_find_model_prefers_hf_cache_over_catalog(tmp_path):
+    fake_hf_cache(tmp_path, "Qwen/Qwen3-32B", TINY_LLAMA)
+    assert find_model("Qwen/Qwen3-32B", hf_home=tmp_path).num_layers == 2
+    assert find_model("Qwen/Qwen3-32B", hf_home=tmp_path / "other").num_layers == 64
+
+
+def test_find_model_reads_hf_home_from_environment(tmp_path, monkeypatch):
+    fake_hf_cache(tmp_path, "acme/tiny", TINY_LLAMA)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    assert find_model("acme/tiny").num_layers == 2
+
+
+def test_unknown_model_id(tmp_path):
+    with pytest.raises(InputError) as err:
+        find_model("meta-llama/Llama-3.1-8B-Instrcut", hf_home=tmp_path)
+    assert "--config" in (err.value.hint or "")
+    assert "meta-llama/Llama-3.1-8B-Instruct" in (err.value.hint or "")  # close match offered
+
+
+REQUIRED_IDS = [
+    "meta-llama/Llama-3.1-8B-Instruct",
+    "KBLab/kb-whisper-large",
+    "agentica-org/DeepCoder-14B-Preview",
+    "mistralai/Devstral-Small-2505",
+    "meta-llama/Llama-3.3-70B-Instruct",
+    "mistralai/Mistral-Small-24B-Instruct-2501",
+    "BAAI/bge-reranker-v2-m3",
+    "intfloat/multilingual-e5-large",
+    "microsoft/MAI-DS-R1",
+    "google/gemma-3-27b-it",
+    "Qwen/Qwen3-32B",
+]
+
+
+def test_catalog_covers_the_example_fleet():
+    assert set(REQUIRED_IDS) <= set(catalog_ids())
+
+
+@pytest.mark.parametrize("model_id", catalog_ids())
+def test_catalog_entries_are_sourced(model_id):
+    entry = catalog_entry(model_id)
+    assert entry["model_id"] == model_id
+    assert entry["sources"], "every catalog entry says where its numbers come from"
+    facts = catalog(model_id)
+    assert facts.param_count > 0
+    assert any(s.startswith("gpufleet catalog") for s in facts.sources)
+
+
+def test_catalog_lookup_ignores_case():
+    assert catalog_entry("qwen/qwen3-32b")["model_id"] == "Qwen/Qwen3-32B"
+
+
+def test_models_module_uses_only_the_standard_library():
+    tree = ast.parse(Path(models.__file__).read_text())
+    imported = {
+        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    outside = {
+        name
+        for name in imported
+        if name.split(".")[0] not in sys.stdlib_module_names and name != "gpufleet.errors"
+    }
+    assert outside == set()
