@@ -454,3 +454,18 @@ def test_models_module_uses_only_the_standard_library():
         if name.split(".")[0] not in sys.stdlib_module_names and name != "gpufleet.errors"
     }
     assert outside == set()
+
+
+def test_load_model_dir_config_not_an_object(tmp_path):
+    folder = write_model(tmp_path / "list", "[1, 2]")
+    with pytest.raises(InputError, match="JSON object") as err:
+        load_model_dir(folder)
+    assert err.value.where == str(folder / "config.json")
+
+
+def test_bad_safetensors_index_names_the_index(tmp_path):
+    folder = write_model(tmp_path / "idx", TINY_LLAMA)
+    (folder / "model.safetensors.index.json").write_text("{not json")
+    with pytest.raises(InputError) as err:
+        load_model_dir(folder)
+    assert str(folder / "model.safetensors.index.json") in (err.value.where or "")

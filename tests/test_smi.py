@@ -289,6 +289,15 @@ def test_rocm_smi_pid_name_with_comma_space_is_kept_whole() -> None:
     assert (proc.name, proc.vram_bytes) == ("a, b", 4096)
 
 
+def test_csv_after_warning_lines() -> None:
+    text = "WARNING: User is missing the following required groups: render, video.\n"
+    text += (
+        "gpu,name,pid,gtt_mem,cpu_mem,vram_mem,mem_usage,gfx,enc\n0,python3,77,0,0,4096,4096,0,0\n"
+    )
+    snap = parse(text)
+    assert (snap.format, snap.processes[0].vram_bytes) == ("amd-smi-csv", 4096)
+
+
 def test_amd_smi_text_no_running_processes() -> None:
     text = "GPU: 0\n    PROCESS_INFO: No running processes detected\n"
     snap = parse(text)

@@ -76,6 +76,10 @@ class Fleet(_Strict):
     container_engine: Literal["docker", "podman"] = "docker"
     image: str | None = None
     model_cache: str = "/var/lib/gpufleet/models"
+    ssh_key: str | None = Field(None, description="private key for every host (default: agent)")
+    ssh_known_hosts: str | None = Field(
+        None, description="known_hosts file to check host keys against (default ~/.ssh/known_hosts)"
+    )
     secrets: dict[str, SecretSource] = Field(default_factory=dict)
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)  # type: ignore[arg-type]
 

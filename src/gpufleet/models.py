@@ -3,7 +3,10 @@
 Turns a Hugging Face `config.json` into what the memory stage needs: KV-cache bytes per token
 (vLLM's page-size formula), parameter counts per tensor kind, and weight bytes as served.
 
-Standard library only: this module is also copied into a test double that runs on bare hosts.
+Standard library only: this module is also copied into a test double that runs on bare hosts,
+which is also why the per-architecture parameter counters live in this one file. Counts are exact
+for Llama-style decoders and within ~1 % elsewhere (small biases, q/k norms and vision projectors
+are approximated).
 """
 
 from __future__ import annotations

@@ -7,11 +7,13 @@ e2e suite must never go silently missing in CI (install the tools with `bash .ci
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 import pytest
 
@@ -20,6 +22,8 @@ from gpufleet.lab import Lab, LabConfig
 
 E2E_DIR = Path(__file__).parent
 LAB_HOSTS = 3
+LOCK_DIR = Path("/run/gpufleet-lab")
+SLOTS = 8
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -28,21 +32,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
-def _worker_index() -> int:
-    # pytest-xdist workers (gw0, gw1, ...) each need their own prefix, net and bridge.
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    return int(worker[2:]) if worker[2:].isdigit() else 0
+def _claim_slot() -> tuple[int, IO[str]]:
+    """Lock one of SLOTS lab slots for this pytest process (held until it exits, even by a
+    crash). Several sessions on one machine (developers, xdist workers) then never share a
+    prefix, and `down` of a slot's leftovers cannot hit a live lab."""
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    for i in range(SLOTS):
+        fh = open(LOCK_DIR / f"e2e-slot-{i}.lock", "w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            continue
+        return i, fh
+    pytest.fail(f"all {SLOTS} e2e lab slots are busy (other pytest sessions on this machine)")
 
 
-def e2e_config(**overrides: object) -> LabConfig:
-    """The e2e lab's settings: apart from the CLI's default lab (prefix gf, 10.231.0)."""
-    i = _worker_index()
-    settings: dict[str, object] = {
-        "prefix": "gt" + chr(ord("a") + i),
-        "net": f"10.231.{10 + i}",
-    }
-    settings.update(overrides)
-    return LabConfig(**settings)  # type: ignore[arg-type]
+def e2e_config(slot: int, crash_lab: bool = False) -> LabConfig:
+    """The e2e lab of a slot; apart from the CLI's default lab (prefix gf, 10.231.0)."""
+    letter = chr(ord("a") + slot)
+    return LabConfig(
+        prefix=("gz" if crash_lab else "gt") + letter,
+        net=f"10.231.{(60 if crash_lab else 10) + slot}",
+        fake_gpus=int(os.environ.get("GPUFLEET_E2E_FAKE_GPUS", "0" if crash_lab else "8")),
+    )
 
 
 def require_lab() -> None:
@@ -57,16 +70,24 @@ def require_lab() -> None:
 
 
 @pytest.fixture(scope="session")
-def make_lab_config() -> Callable[..., LabConfig]:
-    """Factory for extra, throwaway labs (tests that must not disturb the session lab)."""
+def lab_slot() -> Iterator[int]:
     require_lab()
-    return e2e_config
+    slot, lock = _claim_slot()
+    try:
+        yield slot
+    finally:
+        lock.close()
 
 
 @pytest.fixture(scope="session")
-def lab_config() -> LabConfig:
-    require_lab()
-    return e2e_config()
+def lab_config(lab_slot: int) -> LabConfig:
+    return e2e_config(lab_slot)
+
+
+@pytest.fixture(scope="session")
+def crash_lab_config(lab_slot: int) -> LabConfig:
+    """A second, throwaway lab of this slot, for tests that must not disturb the main one."""
+    return e2e_config(lab_slot, crash_lab=True)
 
 
 @pytest.fixture(scope="session")

@@ -168,10 +168,10 @@ def test_cli_lab_status_shows_the_hosts(
     assert len(rows) == 3 and all("yes" in r for r in rows), out.getvalue()
 
 
-def test_down_after_a_crash_leaves_nothing(make_lab_config: Callable[..., LabConfig]) -> None:
+def test_down_after_a_crash_leaves_nothing(crash_lab_config: LabConfig) -> None:
     """A second lab, SIGKILLed (launchers, nspawn, mirror) and its state dir deleted: `down`
     must still find and remove every process, mount, netns, link and cgroup by name."""
-    cfg = make_lab_config(prefix="gtz", net="10.231.99", fake_gpus=0)
+    cfg = crash_lab_config
     labmod.down(cfg)
     labmod.up(cfg, 2)
     for pid in procs.launcher_pids(cfg) + procs.nspawn_pids(cfg) + labmod.mirror.server_pids(cfg):
@@ -180,10 +180,10 @@ def test_down_after_a_crash_leaves_nothing(make_lab_config: Callable[..., LabCon
         subprocess.run(["rm", "-rf", str(cfg.run_dir / name)], check=True)
     labmod.down(cfg)
     mounts = Path("/proc/mounts").read_text()
-    assert "gpufleet-lab-gtz" not in mounts and str(cfg.run_dir) + "/" not in mounts
-    assert not [n for n in _netns() if n.startswith("gtz")]
+    assert f"gpufleet-lab-{cfg.prefix}" not in mounts and str(cfg.run_dir) + "/" not in mounts
+    assert not [n for n in _netns() if n.startswith(cfg.prefix)]
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert not re.search(r"^\d+: gtz", links, re.M)
+    assert not re.search(rf"^\d+: {cfg.prefix}", links, re.M)
     assert not procs.nspawn_pids(cfg) and not procs.launcher_pids(cfg)
     assert not labmod.mirror.server_pids(cfg)
     assert not procs.lab_cgroup_roots(cfg)

@@ -67,6 +67,15 @@ def _gib(value: int | None) -> str:
 
 
 def _show(snapshot: Snapshot, env: Environment) -> None:
+    if not snapshot.gpus:
+        env.out.print(f"{snapshot.tool} ({snapshot.format}): no per-GPU rows in this reading")
+    else:
+        env.out.print(_gpu_table(snapshot))
+    if snapshot.processes:
+        env.out.print(_process_table(snapshot))
+
+
+def _gpu_table(snapshot: Snapshot) -> Table:
     gpus = Table(title=f"{snapshot.tool} ({snapshot.format})")
     for column in ("GPU", "BDF", "VRAM used GiB", "VRAM total GiB", "processes"):
         gpus.add_column(column, justify="right" if "GiB" in column else "left")
@@ -79,9 +88,7 @@ def _show(snapshot: Snapshot, env: Environment) -> None:
             _gib(gpu.vram_total_bytes),
             ", ".join(pids) or "-",
         )
-    env.out.print(gpus)
-    if snapshot.processes:
-        env.out.print(_process_table(snapshot))
+    return gpus
 
 
 def _process_table(snapshot: Snapshot) -> Table:

@@ -32,6 +32,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypedDict
 
 DEFAULT_BASE = "/run/fakegpu"
 ROOT_ENV = "GPUFLEET_FAKEGPU_ROOT"
@@ -110,6 +111,14 @@ class GpuState:
     @property
     def free_bytes(self) -> int:
         return self.total_bytes - self.used_bytes
+
+
+class Claim(TypedDict):
+    """claims/<pid>.json: what one process holds, by card index (as a string: JSON keys)."""
+
+    pid: int
+    start: int | None  # /proc start time, so a reused pid does not inherit the claim
+    gpus: dict[str, int]
 
 
 class OutOfMemory(Exception):
@@ -402,13 +411,13 @@ def process_start(pid: int) -> int | None:
     return int(fields[19])
 
 
-def _alive(claim: dict[str, object]) -> bool:
-    start = process_start(int(str(claim["pid"])))
+def _alive(claim: Claim) -> bool:
+    start = process_start(claim["pid"])
     return start is not None and start == claim.get("start", start)  # pid reuse -> dead
 
 
-def _read_claims(base: Path) -> dict[int, dict[str, object]]:
-    claims = {}
+def _read_claims(base: Path) -> dict[int, Claim]:
+    claims: dict[int, Claim] = {}
     for path in (base / "claims").glob("*.json"):
         with contextlib.suppress(OSError, ValueError):
             data = json.loads(path.read_text())
@@ -416,7 +425,7 @@ def _read_claims(base: Path) -> dict[int, dict[str, object]]:
     return claims
 
 
-def _used_by(claims: dict[int, dict[str, object]], index: int, skip: int | None = None) -> int:
+def _used_by(claims: dict[int, Claim], index: int, skip: int | None = None) -> int:
     return sum(
         int(c["gpus"].get(str(index), 0))  # type: ignore[attr-defined]
         for pid, c in claims.items()
@@ -438,11 +447,8 @@ def claim(pid: int, gpus: dict[int, int], base: str | os.PathLike[str] | None = 
             free = card.total_bytes - card.idle_bytes - _used_by(claims, index, skip=pid)
             if size > free:
                 raise OutOfMemory(index, size, free, card.total_bytes)
-        record = {
-            "pid": pid,
-            "start": process_start(pid),
-            "gpus": {str(i): int(b) for i, b in gpus.items()},
-        }
+        gpus_held = {str(i): int(b) for i, b in gpus.items()}
+        record: Claim = {"pid": pid, "start": process_start(pid), "gpus": gpus_held}
         _write(root / "claims" / f"{pid}.json", json.dumps(record) + "\n")
         claims[pid] = record
         _apply(root, claims)
@@ -469,7 +475,7 @@ def gpus(base: str | os.PathLike[str] | None = None) -> list[GpuState]:
     return reconcile(base)
 
 
-def _drop_dead(base: Path, claims: dict[int, dict[str, object]]) -> dict[int, dict[str, object]]:
+def _drop_dead(base: Path, claims: dict[int, Claim]) -> dict[int, Claim]:
     for pid, data in list(claims.items()):
         if not _alive(data):
             with contextlib.suppress(FileNotFoundError):
@@ -478,7 +484,7 @@ def _drop_dead(base: Path, claims: dict[int, dict[str, object]]) -> dict[int, di
     return claims
 
 
-def _apply(base: Path, claims: dict[int, dict[str, object]]) -> list[GpuState]:
+def _apply(base: Path, claims: dict[int, Claim]) -> list[GpuState]:
     """Rewrite mem_info_vram_used per card and the KFD process entries (only what changed)."""
     states = []
     for card in load_cards(base):
@@ -492,7 +498,7 @@ def _apply(base: Path, claims: dict[int, dict[str, object]]) -> list[GpuState]:
     return states
 
 
-def _sync_kfd_procs(base: Path, claims: dict[int, dict[str, object]]) -> None:
+def _sync_kfd_procs(base: Path, claims: dict[int, Claim]) -> None:
     """/sys/class/kfd/kfd/proc/<pid>/ as amdkfd writes it: pasid, vram_<gpu_id>, queues/."""
     procs = kfd_dir(base) / "proc"
     by_index = {c.index: c for c in load_cards(base)}
@@ -503,7 +509,7 @@ def _sync_kfd_procs(base: Path, claims: dict[int, dict[str, object]]) -> None:
         # amdkfd has a vram_<gpu_id> per GPU the process opened (ROCr opens them all, whatever
         # HIP_VISIBLE_DEVICES says); rocm_smi_lib 5.2 reads every one of them or gives UNKNOWN.
         held = {card: 0 for card in by_index.values()}
-        held.update({by_index[int(i)]: int(b) for i, b in data["gpus"].items()})  # type: ignore[attr-defined]
+        held.update({by_index[int(i)]: b for i, b in data["gpus"].items()})
         text = json.dumps({c.gpu_id: b for c, b in held.items()}, sort_keys=True)
         if (procs / str(pid) / ".claim").exists() and (
             procs / str(pid) / ".claim"
@@ -638,7 +644,7 @@ def status_lines(base: Path) -> list[str]:
     lines = [f"{'GPU':<4}{'BDF':<14}{'GPU_ID':<8}{'USED':>16}{'TOTAL':>16}  PIDS"]
     claims = _read_claims(base)
     for s in reconcile(base):
-        pids = ",".join(str(p) for p, c in claims.items() if str(s.index) in c["gpus"])  # type: ignore[operator]
+        pids = ",".join(str(p) for p, c in claims.items() if str(s.index) in c["gpus"])
         lines.append(
             f"{s.index:<4}{s.bdf:<14}{s.gpu_id:<8}{s.used_bytes:>16}{s.total_bytes:>16}  {pids}"
         )

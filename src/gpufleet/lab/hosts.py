@@ -63,6 +63,18 @@ def up(cfg: LabConfig, n: int) -> Lab:
         raise LabError(f"lab {cfg.prefix!r} is already up (gpufleet lab down first)")
     t0 = time.monotonic()
     down(cfg, quiet=True)  # leftovers of a crashed run would collide with names and mounts
+    try:
+        lab = _bring_up(cfg, n)
+    except BaseException:
+        # A half-up lab is useless and blocks the next `up`: roll back (host logs are in the
+        # exception when boot was what failed).
+        down(cfg, quiet=True)
+        raise
+    log.info("lab %s: %d host(s) up in %.1f s", cfg.prefix, n, time.monotonic() - t0)
+    return lab
+
+
+def _bring_up(cfg: LabConfig, n: int) -> Lab:
     base = build_base(cfg)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     lab = Lab(cfg, [LabHost(cfg.host_name(i), cfg.host_address(i)) for i in range(1, n + 1)])
@@ -81,7 +93,6 @@ def up(cfg: LabConfig, n: int) -> Lab:
         machine.boot(cfg, h.name)
     with ThreadPoolExecutor(max_workers=n) as pool:
         list(pool.map(lambda h: _await_host(cfg, h), lab.hosts))
-    log.info("lab %s: %d host(s) up in %.1f s", cfg.prefix, n, time.monotonic() - t0)
     return lab
 
 

@@ -30,6 +30,7 @@ _NO_DRIVER = re.compile(r"Driver not initialized|amdgpu not found in modules|DRI
 _ROCMINFO = re.compile(r"^(ROCk module|HSA System Attributes|HSA Agents)|^\$ rocminfo", re.M)
 # "{" or "[" opening a line, then a key, an object or a line break: not "[output truncated]"
 _JSON_START = re.compile(r'^[\[{][ \t]*($|["{\[])', re.M)
+_CSV_START = re.compile(r"^(device|gpu),\w", re.M)
 _HELP = re.compile(r"^usage: (amd-smi|rocm-smi)\b", re.M)
 
 
@@ -42,11 +43,12 @@ def parse(text: str, *, source: str = "<stdin>") -> Snapshot:
     json_start = _JSON_START.search(body)
     if json_start:
         return _parse_json(body[json_start.start() :], source)
-    first = next(ln for ln in body.splitlines() if ln.strip())
-    if rocm_smi.looks_like_csv(first):
-        return rocm_smi.parse_csv(body)
-    if amd_smi.looks_like_csv(first):
-        return amd_smi.parse_csv(body)
+    csv_start = _CSV_START.search(body)  # after any warning lines the tool printed first
+    if csv_start:
+        csv_body = body[csv_start.start() :]
+        if rocm_smi.looks_like_csv(csv_body):
+            return rocm_smi.parse_csv(csv_body)
+        return amd_smi.parse_csv(csv_body)
     if rocm_smi.looks_like_text(body):
         return rocm_smi.parse_text(body, source=source)
     if amd_smi.looks_like_text(body):

@@ -88,10 +88,6 @@ def _json_gpu(builder: SnapshotBuilder, entry: dict[str, Any]) -> None:
 # --- CSV -------------------------------------------------------------------------------------
 
 
-def looks_like_csv(first_line: str) -> bool:
-    return first_line.startswith("gpu,")
-
-
 def parse_csv(text: str) -> Snapshot:
     builder = SnapshotBuilder(TOOL, "amd-smi-csv")
     for raw in csv.DictReader(io.StringIO(text)):

@@ -78,8 +78,8 @@ def _json_pid(builder: SnapshotBuilder, pid: int, row: str) -> None:
 # --- CSV -------------------------------------------------------------------------------------
 
 
-def looks_like_csv(first_line: str) -> bool:
-    return first_line.startswith("device,")
+def looks_like_csv(text: str) -> bool:
+    return text.startswith("device,")
 
 
 def parse_csv(text: str) -> Snapshot:

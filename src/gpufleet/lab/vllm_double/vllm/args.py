@@ -87,7 +87,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None)
     p.add_argument("--revision", default=None)
     p.add_argument("--tokenizer", default=None)
-    p.add_argument("--tokenizer-mode", default="auto", choices=("auto", "slow", "mistral", "custom"))
+    p.add_argument("--tokenizer-mode", default="auto",
+                   choices=("auto", "slow", "mistral", "custom"))
     p.add_argument("--config-format", default="auto", choices=("auto", "hf", "mistral"))
     p.add_argument("--load-format", default="auto", choices=LOAD_FORMATS)
     p.add_argument("--download-dir", default=None)

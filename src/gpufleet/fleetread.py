@@ -1,0 +1,30 @@
+"""Read several hosts at once (validate, status): one SSH session per host, in parallel."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from gpufleet.observe import read_host
+from gpufleet.plan import Plan, PlannedHost
+from gpufleet.remote import HostUnreachable, Session, SshTarget
+from gpufleet.validate import HostReading
+
+MAX_PARALLEL = 16
+
+
+def read_fleet(
+    plan: Plan, *, ssh_key: str | None = None, known_hosts: str | None = None,
+    full_probe: bool = True,
+) -> dict[str, HostReading]:
+    fleet = plan.inventory.fleet
+
+    def one(host: PlannedHost) -> HostReading:
+        target = SshTarget.of(host.name, host.host, fleet, ssh_key, known_hosts)
+        try:
+            with Session(target) as session:
+                return read_host(session, host, full_probe)
+        except HostUnreachable as exc:
+            return HostReading(host.name, error=str(exc))
+
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(plan.hosts) or 1)) as pool:
+        return dict(zip([h.name for h in plan.hosts], pool.map(one, plan.hosts), strict=True))

@@ -1,0 +1,283 @@
+"""vLLM's startup with the GPU and the weights emulated: checks, load time, VRAM claims.
+
+Order as in vLLM's V1 worker: config checks; HIP context (baseline) on each GPU; the free-memory
+check against the budget; weight loading; the profiling run (memory other processes allocate
+meanwhile is charged to this one, vllm#55827); KV-cache allocation. Numbers come from gpufleet's
+planner (`memory.estimate`); VRAM is claimed on the lab's emulated GPUs (fakegpu).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import _deps
+from ._log import error, info, warning
+
+GIB = 1 << 30
+LOAD_SECONDS_ENV = "VLLM_TEST_DOUBLE_LOAD_SECONDS"
+DEVIATION_ENV = "VLLM_TEST_DOUBLE_VRAM_DEVIATION"
+FAIL_ENV = "VLLM_TEST_DOUBLE_FAIL"
+ENGINE_FAILED = (
+    "RuntimeError: Engine core initialization failed. See root cause above. "
+    "Failed core proc(s): {}"
+)
+
+
+class StartupError(Exception):
+    """vLLM would die here; str() is the root-cause line it prints (exception type included)."""
+
+
+@dataclass
+class Engine:
+    """A started instance: what the server needs to answer like this model would."""
+
+    args: argparse.Namespace
+    facts: Any
+    task: str  # generate | transcription | embed | classify
+    gpus: list[int]  # physical card indices, one per rank
+    served_names: list[str]
+    max_model_len: int
+    estimate: Any = None
+    claimed: int = 0  # bytes held on each GPU
+    fail_mode: str = field(default_factory=lambda: os.environ.get(FAIL_ENV, ""))
+
+    @property
+    def name(self) -> str:
+        return self.served_names[0]
+
+
+# ---------------------------------------------------------------- which GPUs, which model
+
+
+def visible_gpus(count: int, env: dict[str, str]) -> list[int]:
+    """Physical indices this process sees: ROCR filters first, HIP/CUDA index what is left.
+
+    As in HIP/CUDA, the list stops at the first entry that is not a valid index.
+    """
+    hip, cuda = env.get("HIP_VISIBLE_DEVICES"), env.get("CUDA_VISIBLE_DEVICES")
+    if hip is not None and cuda is not None and hip != cuda:
+        raise StartupError(
+            f"ValueError: Inconsistent GPU visibility env vars: HIP_VISIBLE_DEVICES={hip} vs "
+            f"CUDA_VISIBLE_DEVICES={cuda}. Please set only one, or ensure they match.")
+    seen = _select(list(range(count)), env.get("ROCR_VISIBLE_DEVICES"))
+    return _select(seen, hip if hip is not None else cuda)
+
+
+def _select(devices: list[int], spec: str | None) -> list[int]:
+    if spec is None:
+        return devices
+    chosen: list[int] = []
+    for token in (t.strip() for t in spec.split(",")) if spec.strip() else ():
+        if not token.isdigit() or int(token) >= len(devices) or devices[int(token)] in chosen:
+            break
+        chosen.append(devices[int(token)])
+    return chosen
+
+
+def model_task(facts: Any, args: argparse.Namespace) -> str:
+    """What the model serves, as vLLM picks it from --task / --runner / --convert / the arch."""
+    by_task = {"generate": "generate", "embedding": "embed", "embed": "embed", "reward": "embed",
+               "classify": "classify", "score": "classify", "transcription": "transcription"}
+    if args.task and args.task in by_task:
+        return by_task[args.task]
+    if args.convert in ("embed", "reward"):
+        return "embed"
+    if args.convert == "classify":
+        return "classify"
+    arch = str(getattr(facts, "architecture", ""))
+    if args.runner != "pooling" and "Whisper" in arch:
+        return "transcription"
+    if args.runner == "pooling" or getattr(facts, "is_pooling", False):
+        return "classify" if arch.endswith("ForSequenceClassification") else "embed"
+    return "generate"
+
+
+def load_facts(args: argparse.Namespace) -> Any:
+    """Model facts from a local folder, the HF cache (--download-dir) or the planner's catalog."""
+    models = _deps.models()
+    try:
+        if os.path.isdir(args.model):
+            return models.load_model_dir(args.model, args.model)
+        if args.download_dir:
+            os.environ["HF_HUB_CACHE"] = args.download_dir  # vLLM's --download-dir is a hub cache
+        return models.find_model(args.model, args.revision)
+    except _deps.errors().InputError as e:
+        raise StartupError(
+            f"OSError: {args.model} is not a local folder and is not a valid model identifier "
+            f"listed on 'https://huggingface.co/models' (vllm-test-double: {e.what})") from e
+
+
+# ---------------------------------------------------------------- the planner
+
+
+def build_spec(args: argparse.Namespace, facts: Any, total: int, free: int | None) -> Any:
+    memory = _deps.memory()
+    return memory.InstanceSpec(
+        facts=facts, gpu_total_bytes=total,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        tensor_parallel_size=args.tensor_parallel_size,
+        pipeline_parallel_size=args.pipeline_parallel_size,
+        dtype=args.dtype, quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
+        max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        enforce_eager=bool(args.enforce_eager), kv_cache_memory_bytes=args.kv_cache_memory_bytes,
+        vllm_version=_deps.emulated_version(), block_size=args.block_size or 16,
+        free_bytes_at_start=free,
+    )
+
+
+def estimate(spec: Any) -> Any:
+    try:
+        return _deps.memory().estimate(spec)
+    except _deps.errors().InputError as e:
+        raise StartupError(f"ValueError: {e.what}") from e
+
+
+def check_max_model_len(args: argparse.Namespace, facts: Any) -> None:
+    """vLLM refuses a max_model_len above the config's unless explicitly allowed."""
+    derived = getattr(facts, "max_position_embeddings", None)
+    if not (args.max_model_len and derived and args.max_model_len > derived):
+        return
+    if os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") == "1":
+        warning("model.py:1792", f"User-specified max_model_len ({args.max_model_len}) is "
+                f"greater than the derived max_model_len ({derived}). Allowed by env.")
+        return
+    raise StartupError(
+        "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig\n"
+        f"  Value error, User-specified max_model_len ({args.max_model_len}) is greater than the "
+        f"derived max_model_len (max_position_embeddings={derived} or model_max_length=None in "
+        "model's config.json). To allow overriding this maximum, set the env var "
+        "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1. VLLM_ALLOW_LONG_MAX_MODEL_LEN must be used with "
+        "extreme caution.")
+
+
+# ---------------------------------------------------------------- startup
+
+
+def configure(args: argparse.Namespace, env: dict[str, str]) -> Engine:
+    """Everything vLLM checks before touching a GPU (config time)."""
+    fakegpu = _deps.fakegpu()
+    try:
+        cards = fakegpu.gpus()
+    except FileNotFoundError as e:  # no emulated GPUs on this host
+        raise StartupError("RuntimeError: Failed to infer device type") from e
+    visible = visible_gpus(len(cards), env)
+    if not visible:
+        raise StartupError("RuntimeError: No HIP GPUs are available")
+    facts = load_facts(args)
+    check_max_model_len(args, facts)
+    world = args.tensor_parallel_size * args.pipeline_parallel_size
+    if world > len(visible):
+        raise StartupError(
+            "pydantic_core._pydantic_core.ValidationError: 1 validation error for ParallelConfig\n"
+            f"  Value error, World size ({world}) is larger than the number of available GPUs "
+            f"({len(visible)}) in this node. If this is intentional and you are using:\n"
+            "- ray, set '--distributed-executor-backend ray'.\n"
+            "- multiprocessing, set '--nnodes' appropriately.")
+    first = estimate(build_spec(args, facts, cards[visible[0]].total_bytes, None))
+    if first.error_kind == "parallelism":
+        raise StartupError(f"ValueError: {first.error}")
+    names = args.served_model_name or [args.model]
+    return Engine(args, facts, model_task(facts, args), visible[:world], names,
+                  first.max_model_len, first)
+
+
+def _load_seconds() -> float:
+    return float(os.environ.get(LOAD_SECONDS_ENV, "3"))
+
+
+def _deviation() -> float:
+    return float(os.environ.get(DEVIATION_ENV, "0") or 0)
+
+
+def _claim(engine: Engine, per_gpu: int) -> None:
+    fakegpu = _deps.fakegpu()
+    try:
+        fakegpu.claim(os.getpid(), {i: per_gpu for i in engine.gpus})
+    except fakegpu.OutOfMemory as e:
+        raise StartupError(
+            f"torch.OutOfMemoryError: HIP out of memory. Tried to allocate "
+            f"{(e.requested - engine.claimed) / GIB:.2f} GiB. GPU {engine.gpus.index(e.index)} "
+            f"has a total capacity of {e.total / GIB:.2f} GiB of which "
+            f"{max(e.free - engine.claimed, 0) / GIB:.2f} GiB is free.") from e
+    engine.claimed = per_gpu
+
+
+def _others(engine: Engine) -> dict[int, int]:
+    """Bytes other processes hold on each of this engine's GPUs (after dead ones are freed)."""
+    states = {s.index: s for s in _deps.fakegpu().gpus()}
+    return {i: states[i].used_bytes - engine.claimed for i in engine.gpus}
+
+
+def _free_at_snapshot(engine: Engine) -> tuple[int, int]:
+    """(free, total) of the fullest GPU after this process's context exists (vLLM's F0)."""
+    states = {s.index: s for s in _deps.fakegpu().gpus()}
+    worst = min((states[i] for i in engine.gpus), key=lambda s: s.free_bytes)
+    return worst.free_bytes, worst.total_bytes
+
+
+def start(engine: Engine) -> None:
+    """Context, free-memory check, weights, profile, KV cache; raises StartupError like vLLM."""
+    args = engine.args
+    _claim(engine, engine.estimate.baseline_bytes)  # HIP context (+ RCCL) before the snapshot
+    free, total = _free_at_snapshot(engine)
+    est = estimate(build_spec(args, engine.facts, total, free))
+    if est.error_kind == "free_memory":
+        raise StartupError(f"ValueError: {est.error}")
+    others = _others(engine)
+    info("gpu_model_runner.py:2602", f"Starting to load model {args.model}...")
+    time.sleep(_load_seconds())
+    _claim(engine, est.baseline_bytes + est.weights_bytes)
+    info("gpu_model_runner.py:2653", f"Model loading took {est.weights_bytes / GIB:.4f} GiB "
+         f"and {_load_seconds():.6f} seconds")
+    time.sleep(min(0.5, 0.2 * _load_seconds()))  # the profiling run
+    stolen = max(max(0, now - before) for now, before in zip(
+        _others(engine).values(), others.values(), strict=True))
+    est = _after_profile(est, stolen)
+    engine.estimate = est
+    _claim(engine, int(est.used_bytes * (1 + _deviation())))
+    _log_kv(engine, est)
+
+
+def _after_profile(est: Any, stolen: int) -> Any:
+    """The planner's KV checks, with what others allocated during profiling charged to us."""
+    if est.error_kind in ("no_kv_memory", "max_model_len"):
+        raise StartupError(f"ValueError: {est.error}")
+    if not stolen:
+        return est
+    kv = est.kv_cache_bytes - stolen
+    if kv <= 0:
+        raise StartupError(f"ValueError: {_deps.memory().NO_KV_MESSAGE}")
+    tokens = est.kv_tokens * kv // max(est.kv_cache_bytes, 1)
+    return replace(est, kv_cache_bytes=kv, kv_tokens=tokens, used_bytes=est.used_bytes - stolen)
+
+
+def _log_kv(engine: Engine, est: Any) -> None:
+    length = est.max_model_len
+    info("gpu_worker.py:298", f"Available KV cache memory: {est.kv_cache_bytes / GIB:.2f} GiB")
+    info("kv_cache_utils.py:1087", f"GPU KV cache size: {est.kv_tokens:,} tokens")
+    info("kv_cache_utils.py:1091", f"Maximum concurrency for {length:,} tokens per request: "
+         f"{est.kv_tokens / max(length, 1):.2f}x")
+    info("core.py:210", f"init engine (profile, create kv cache, warmup model) took "
+         f"{_load_seconds():.2f} seconds (vllm-test-double: {engine.claimed:,} B claimed on "
+         f"GPU(s) {','.join(map(str, engine.gpus))})")
+
+
+def release(engine: Engine | None) -> None:
+    """What process exit does on a real GPU, done at once (no waiting for the sweep)."""
+    if engine is not None and engine.claimed:
+        _deps.fakegpu().release(os.getpid())
+        engine.claimed = 0
+
+
+def report_failure(message: str) -> None:
+    """The tail of vLLM's output when the engine core dies at startup."""
+    error("core.py:708", "EngineCore failed to start.")
+    for line in message.splitlines():
+        error("core.py:708", line)
+    print(ENGINE_FAILED, flush=True, file=sys.stderr)

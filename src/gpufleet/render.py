@@ -1,0 +1,282 @@
+"""Render: the plan -> systemd units, env files and plan.json for each host.
+
+A pure function of the plan (and, at deploy time, of the secret values handed in): no disk beyond
+the templates, no network, no clock. Same inventory -> byte-identical files, so a deploy uploads
+and restarts only what really changed. Every flag, GPU index, port and start order comes from the
+plan; nothing here recomputes them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import jinja2
+
+from gpufleet.errors import InputError
+from gpufleet.inventory import Fleet, Inventory, Kind
+from gpufleet.plan import Plan, PlannedHost, PlannedService, start_order_groups
+
+# ---------------------------------------------------------------- where things live on a host
+
+UNIT_DIR = "/etc/systemd/system"
+CONFIG_DIR = "/etc/gpufleet"
+TARGET = "gpufleet.target"
+SERVICE_USER = "gpufleet"  # venv runtime: a system user in the render and video groups
+VENV_VLLM = "/opt/gpufleet/venv/bin/vllm"
+VENV_DOCLING = "/opt/gpufleet/docling/bin/docling-serve"
+CACHE_DIR = "/var/cache/gpufleet"  # HOME of the venv services: torch, triton and vLLM caches
+ENGINES = {"docker": "/usr/bin/docker", "podman": "/usr/bin/podman"}
+START_TIMEOUT_S = 1800  # a 70B model loads for minutes; covers the readiness wait as well
+# GPU pinning and the weights cache belong to the plan; a service's `env:` must not override them.
+RESERVED_ENV = ("HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
+                "HF_HOME", "HF_HUB_OFFLINE")
+
+_SAFE_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One file as it must exist on the host."""
+
+    path: str  # absolute on the host
+    content: str
+    mode: str = "0644"
+    owner: str = "root"
+    group: str = "root"
+    secret: bool = False  # holds secret values (or their markers): never log or diff the content
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a unit runs: a program (an image's entrypoint, or a host path) and its arguments."""
+
+    program: str
+    args: tuple[str, ...]
+    image: str | None  # container runtime only
+
+
+def unit_name(service_name: str) -> str:
+    return f"gpufleet-{service_name}.service"
+
+
+def env_file_path(service_name: str) -> str:
+    return f"{CONFIG_DIR}/{service_name}.env"
+
+
+def secret_marker(name: str) -> str:
+    """What `gpufleet render` writes instead of a secret's value."""
+    return f"<secret:{name}>"
+
+
+# ---------------------------------------------------------------- the public entry points
+
+
+def render_plan(
+    plan: Plan, secrets: Mapping[str, str] | None = None
+) -> dict[str, list[RenderedFile]]:
+    """Every planned host's files, by host name."""
+    return {host.name: render_host(plan, host.name, secrets) for host in plan.hosts}
+
+
+def render_host(
+    plan: Plan, host: str, secrets: Mapping[str, str] | None = None
+) -> list[RenderedFile]:
+    """The host's units, env files, target and plan.json, sorted by path.
+
+    `secrets` maps secret names (fleet.secrets) to values; None writes `<secret:NAME>` markers.
+    """
+    planned = _planned_host(plan, host)
+    inv = plan.inventory
+    files = [_target_file(inv.fleet, planned), _plan_file(plan, planned)]
+    for index, svc in enumerate(planned.services):
+        _check_env(inv, planned.name, index, svc)
+        files.append(_unit_file(inv, planned.name, svc))
+        files.append(_env_file(inv.fleet, svc, secrets))
+    return sorted(files, key=lambda f: f.path)
+
+
+def _planned_host(plan: Plan, host: str) -> PlannedHost:
+    for planned in plan.hosts:
+        if planned.name == host:
+            return planned
+    raise InputError(f"host {host!r} is not in the plan", where=str(plan.inventory.path),
+                     hint=f"planned hosts: {', '.join(h.name for h in plan.hosts) or 'none'}")
+
+
+# ---------------------------------------------------------------- what each kind runs
+
+
+def launch(inv: Inventory, host: str, ps: PlannedService) -> Launch:
+    """The program and arguments of a service, for the fleet's runtime."""
+    svc, container = ps.service, inv.fleet.runtime == "container"
+    if svc.kind.runs_vllm:
+        program, args = ("vllm" if container else VENV_VLLM), ps.vllm_args
+    elif svc.kind is Kind.DOCLING:
+        program = "docling-serve" if container else VENV_DOCLING
+        args = ("run", "--host", "0.0.0.0", "--port", str(svc.port), *svc.extra_args)
+    else:
+        command = svc.command or []
+        program, args = command[0], (*command[1:], *svc.extra_args)
+    return Launch(program, tuple(args), _image(inv, host, ps) if container else None)
+
+
+def _image(inv: Inventory, host: str, ps: PlannedService) -> str:
+    """The service's own image, else the fleet's vLLM image (never for docling: it has its own)."""
+    svc = ps.service
+    image = svc.image or (inv.fleet.image if svc.kind is not Kind.DOCLING else None)
+    if image:
+        return image
+    index = [s.name for s in inv.hosts[host].services].index(svc.name)
+    hint = ("set the service's `image` (docling-serve-rocm is built, not published: rocm.md §3.6)"
+            if svc.kind is Kind.DOCLING else "set fleet.image or the service's `image`")
+    raise InputError(f"service {svc.name}: the container runtime needs an image",
+                     where=inv.service_where(host, index), hint=hint)
+
+
+def _check_env(inv: Inventory, host: str, index: int, ps: PlannedService) -> None:
+    svc = ps.service
+    clash = sorted(set(svc.env) & set(RESERVED_ENV)) + sorted(set(svc.env) & set(svc.secrets))
+    if clash:
+        raise InputError(
+            f"service {svc.name}: env sets {', '.join(clash)}, which the plan or `secrets:` "
+            "already decide", where=inv.service_where(host, index, "env"),
+            hint="GPUs come from `gpus:`, the weights cache from fleet.model_cache; remove the key",
+        )
+    for key, value in svc.env.items():
+        if "\n" in value:
+            raise InputError(f"service {svc.name}: env {key} spans several lines",
+                             where=inv.service_where(host, index, "env"),
+                             hint="an env file holds one line per variable")
+
+
+# ---------------------------------------------------------------- the files
+
+
+def _unit_file(inv: Inventory, host: str, ps: PlannedService) -> RenderedFile:
+    fleet, svc = inv.fleet, ps.service
+    run = launch(inv, host, ps)
+    context = {
+        "name": svc.name, "kind": svc.kind.value, "model": svc.model or "",
+        "unit": unit_name(svc.name), "target": TARGET,
+        "gpus": ",".join(str(g) for g in ps.gpus), "port": svc.port,
+        "health_url": f"http://127.0.0.1:{svc.port}{svc.health_path}",
+        "after": [unit_name(n) for n in ps.start_after],
+        "env_file": env_file_path(svc.name), "model_cache": fleet.model_cache,
+        "offline": svc.kind.runs_vllm, "program": run.program, "args": run.args,
+        "image": run.image, "engine": fleet.container_engine,
+        "engine_bin": ENGINES[fleet.container_engine], "user": SERVICE_USER,
+        "cache_dir": CACHE_DIR, "start_timeout_s": START_TIMEOUT_S,
+    }
+    content = _template(f"{fleet.runtime}.service.j2").render(context)
+    return RenderedFile(f"{UNIT_DIR}/{unit_name(svc.name)}", content)
+
+
+def _env_file(fleet: Fleet, ps: PlannedService, secrets: Mapping[str, str] | None) -> RenderedFile:
+    svc = ps.service
+    values = dict(sorted(svc.env.items()))
+    for var, secret in sorted(svc.secrets.items()):
+        values[var] = secret_marker(secret) if secrets is None else _secret(secrets, secret)
+    # docker/podman read the file literally; systemd's EnvironmentFile= unquotes it.
+    quote = _env_file_quote if fleet.runtime == "venv" else (lambda v: v)
+    lines = [f"{key}={quote(value)}" for key, value in values.items()]
+    content = _template("service.env.j2").render(name=svc.name, lines=lines)
+    return RenderedFile(env_file_path(svc.name), content, mode="0600", secret=bool(svc.secrets))
+
+
+def _secret(secrets: Mapping[str, str], name: str) -> str:
+    if name not in secrets:
+        raise InputError(f"secret {name!r} has no value", where=f"fleet.secrets.{name}",
+                         hint="resolve the fleet's secrets (gpufleet.secrets) before rendering")
+    return secrets[name]
+
+
+def _target_file(fleet: Fleet, host: PlannedHost) -> RenderedFile:
+    units = [unit_name(s.name) for s in host.services]
+    content = _template("gpufleet.target.j2").render(fleet=fleet.name, host=host.name, units=units)
+    return RenderedFile(f"{UNIT_DIR}/{TARGET}", content)
+
+
+def _plan_file(plan: Plan, host: PlannedHost) -> RenderedFile:
+    content = json.dumps(host_plan(plan, host), indent=2, sort_keys=True) + "\n"
+    return RenderedFile(f"{CONFIG_DIR}/plan.json", content)
+
+
+def host_plan(plan: Plan, host: PlannedHost) -> dict[str, object]:
+    """The host's slice of the plan, as validate reads it from /etc/gpufleet/plan.json."""
+    fleet = plan.inventory.fleet
+    data = host.to_dict()
+    data["services"] = [_service_entry(s) for s in host.services]
+    findings = [f.to_dict() for f in plan.findings if f.host == host.name]
+    data.update({
+        "fleet": fleet.name, "runtime": fleet.runtime, "vllm_version": fleet.vllm_version,
+        "model_cache": fleet.model_cache, "start_order": start_order_groups(host),
+        "target": TARGET, "findings": findings,
+        "ok": not any(f["severity"] == "error" for f in findings),
+    })
+    return data
+
+
+def _service_entry(ps: PlannedService) -> dict[str, object]:
+    entry = ps.to_dict()
+    entry.update({
+        "unit": unit_name(ps.name), "env_file": env_file_path(ps.name),
+        "health_url": f"http://127.0.0.1:{ps.service.port}{ps.service.health_path}",
+        "hip_visible_devices": ",".join(str(g) for g in ps.gpus),
+        "secret_env": sorted(ps.service.secrets),  # names only: values never leave the env file
+    })
+    return entry
+
+
+# ---------------------------------------------------------------- templates and quoting
+
+
+def templates_dir() -> Path:
+    """`gpufleet/_templates` inside an installed wheel, else `<repo>/templates` in a checkout."""
+    packaged = Path(__file__).parent / "_templates"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "templates"
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir()), undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False,
+    )
+    env.filters["exec_quote"] = exec_quote
+    env.filters["env_quote"] = env_quote
+    return env
+
+
+def _template(name: str) -> jinja2.Template:
+    return _environment().get_template(name)
+
+
+def exec_quote(word: str) -> str:
+    """One argv word for an Exec*= line: `%` and `$` doubled (systemd expands both), quoted
+    when it holds anything but plain characters."""
+    escaped = word.replace("%", "%%").replace("$", "$$")
+    if _SAFE_WORD.fullmatch(word):
+        return escaped
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def env_quote(assignment: str) -> str:
+    """One `KEY=value` for an Environment= line: `%` doubled (specifiers), `$` left literal."""
+    escaped = assignment.replace("%", "%%")
+    if _SAFE_WORD.fullmatch(assignment):
+        return escaped
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _env_file_quote(value: str) -> str:
+    """A value as systemd's EnvironmentFile= reads it back unchanged (see systemd.exec(5))."""
+    if _SAFE_WORD.fullmatch(value):
+        return value
+    if "'" not in value:
+        return f"'{value}'"  # single quotes: every character verbatim
+    return '"' + re.sub(r'([\\"`$])', r"\\\1", value) + '"'
