@@ -37,6 +37,7 @@ RESERVED_ENV = ("HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEV
                 "HF_HOME", "HF_HUB_OFFLINE")
 
 _SAFE_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./-]*")  # unquoted in unit text and the readiness URL
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,10 @@ def render_host(
     """
     planned = _planned_host(plan, host)
     inv = plan.inventory
+    _check_fleet(inv)
     files = [_target_file(inv.fleet, planned), _plan_file(plan, planned)]
     for index, svc in enumerate(planned.services):
-        _check_env(inv, planned.name, index, svc)
+        _check_service(inv, planned.name, index, svc)
         files.append(_unit_file(inv, planned.name, svc))
         files.append(_env_file(inv.fleet, svc, secrets))
     return sorted(files, key=lambda f: f.path)
@@ -138,20 +140,31 @@ def _image(inv: Inventory, host: str, ps: PlannedService) -> str:
                      where=inv.service_where(host, index), hint=hint)
 
 
-def _check_env(inv: Inventory, host: str, index: int, ps: PlannedService) -> None:
+def _check_service(inv: Inventory, host: str, index: int, ps: PlannedService) -> None:
+    """What the unit text needs beyond the schema: env keys it owns, one-line values, plain paths."""
     svc = ps.service
+
+    def bad(what: str, key: str, hint: str) -> InputError:
+        return InputError(f"service {svc.name}: {what}", where=inv.service_where(host, index, key),
+                          hint=hint)
+
     clash = sorted(set(svc.env) & set(RESERVED_ENV)) + sorted(set(svc.env) & set(svc.secrets))
     if clash:
-        raise InputError(
-            f"service {svc.name}: env sets {', '.join(clash)}, which the plan or `secrets:` "
-            "already decide", where=inv.service_where(host, index, "env"),
-            hint="GPUs come from `gpus:`, the weights cache from fleet.model_cache; remove the key",
-        )
-    for key, value in svc.env.items():
-        if "\n" in value:
-            raise InputError(f"service {svc.name}: env {key} spans several lines",
-                             where=inv.service_where(host, index, "env"),
-                             hint="an env file holds one line per variable")
+        raise bad(f"env sets {', '.join(clash)}, which the plan or `secrets:` already decide",
+                  "env", "GPUs come from `gpus:`, the weights cache from fleet.model_cache; "
+                  "remove the key")
+    if any("\n" in value for value in svc.env.values()):
+        raise bad("an env value spans several lines", "env", "an env file holds one line each")
+    if not _PLAIN_PATH.fullmatch(svc.health_path):
+        raise bad(f"health_path {svc.health_path!r} is not a plain URL path", "health_path",
+                  "use letters, digits and / . _ - only, starting with /")
+
+
+def _check_fleet(inv: Inventory) -> None:
+    if not _PLAIN_PATH.fullmatch(inv.fleet.model_cache):
+        raise InputError(f"fleet.model_cache {inv.fleet.model_cache!r} is not a plain absolute path",
+                         where=inv.where("fleet", "model_cache"),
+                         hint="use letters, digits and / . _ - only, starting with /")
 
 
 # ---------------------------------------------------------------- the files
@@ -161,7 +174,7 @@ def _unit_file(inv: Inventory, host: str, ps: PlannedService) -> RenderedFile:
     fleet, svc = inv.fleet, ps.service
     run = launch(inv, host, ps)
     context = {
-        "name": svc.name, "kind": svc.kind.value, "model": svc.model or "",
+        "fleet": fleet.name, "name": svc.name, "kind": svc.kind.value, "model": svc.model or "",
         "unit": unit_name(svc.name), "target": TARGET,
         "gpus": ",".join(str(g) for g in ps.gpus), "port": svc.port,
         "health_url": f"http://127.0.0.1:{svc.port}{svc.health_path}",
@@ -248,7 +261,7 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False,
     )
     env.filters["exec_quote"] = exec_quote
-    env.filters["env_quote"] = env_quote
+    env.filters["exec_lines"] = exec_lines
     return env
 
 
@@ -265,12 +278,14 @@ def exec_quote(word: str) -> str:
     return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def env_quote(assignment: str) -> str:
-    """One `KEY=value` for an Environment= line: `%` doubled (specifiers), `$` left literal."""
-    escaped = assignment.replace("%", "%%")
-    if _SAFE_WORD.fullmatch(assignment):
-        return escaped
-    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def exec_lines(args: tuple[str, ...]) -> str:
+    """Arguments quoted, one `--flag value` per continued line, so a unit diff shows one flag."""
+    lines: list[list[str]] = [[]]
+    for arg in args:
+        if arg.startswith("-") and lines[-1]:
+            lines.append([])
+        lines[-1].append(exec_quote(arg))
+    return " \\\n    ".join(" ".join(words) for words in lines)
 
 
 def _env_file_quote(value: str) -> str:

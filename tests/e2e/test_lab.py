@@ -4,6 +4,7 @@ signed apt mirror and PyPI index, pyinfra against the hosts, link cuts, host reb
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import signal
@@ -19,6 +20,7 @@ import gpufleet.cli
 from gpufleet import lab as labmod
 from gpufleet.env import Environment
 from gpufleet.lab import Lab, LabConfig, procs
+from gpufleet.lab.base import build_base
 from gpufleet.lab.ssh import ssh
 
 pytestmark = pytest.mark.e2e
@@ -90,6 +92,23 @@ def test_cut_link_fails_fast_and_restore_brings_host_back(lab: Lab) -> None:
     finally:
         labmod.restore_link(cfg, host.name)
     assert _eventually(lambda: ssh(lab, host, "true", timeout=10).returncode == 0, 15)
+
+
+def test_guest_reboot_comes_back_with_a_fresh_uptime(lab: Lab) -> None:
+    host = lab.hosts[2]
+    launchers = procs.launcher_pids(lab.config, host.name)
+    ssh(lab, host, "systemctl reboot", timeout=10)
+    time.sleep(1)  # let the old sshd go before polling, or the poll may see it
+    assert _eventually(lambda: ssh(lab, host, "true", timeout=5).returncode == 0, 30)
+    res = ssh(lab, host, "systemctl is-system-running --wait; cut -d. -f1 /proc/uptime")
+    state, uptime = res.stdout.split()
+    assert state == "running" and int(uptime) < 20  # pyinfra's server.reboot relies on this
+    assert procs.launcher_pids(lab.config, host.name) == launchers  # restarted by the same loop
+
+
+def test_base_is_not_rebuilt_under_live_hosts(lab: Lab) -> None:
+    with pytest.raises(labmod.LabError, match="live lab hosts use it"):
+        build_base(lab.config, force=True)
 
 
 def test_destroy_and_recreate_give_a_bare_host_with_a_new_key(lab: Lab) -> None:
@@ -168,7 +187,7 @@ def test_cli_lab_status_shows_the_hosts(
     assert len(rows) == 3 and all("yes" in r for r in rows), out.getvalue()
 
 
-def test_down_after_a_crash_leaves_nothing(crash_lab_config: LabConfig) -> None:
+def test_down_after_a_crash_leaves_nothing(crash_lab_config: LabConfig, tmp_path: Path) -> None:
     """A second lab, SIGKILLed (launchers, nspawn, mirror) and its state dir deleted: `down`
     must still find and remove every process, mount, netns, link and cgroup by name."""
     cfg = crash_lab_config
@@ -178,7 +197,8 @@ def test_down_after_a_crash_leaves_nothing(crash_lab_config: LabConfig) -> None:
         procs.signal_all([pid], signal.SIGKILL)
     for name in ("lab.json", "known_hosts", "ssh_config", "www"):
         subprocess.run(["rm", "-rf", str(cfg.run_dir / name)], check=True)
-    labmod.down(cfg)
+    # `down` must not need the state dir: point it elsewhere, so only names can find things.
+    labmod.down(dataclasses.replace(cfg, state_dir=tmp_path / "lost"))
     mounts = Path("/proc/mounts").read_text()
     assert f"gpufleet-lab-{cfg.prefix}" not in mounts and str(cfg.run_dir) + "/" not in mounts
     assert not [n for n in _netns() if n.startswith(cfg.prefix)]
@@ -188,6 +208,8 @@ def test_down_after_a_crash_leaves_nothing(crash_lab_config: LabConfig) -> None:
     assert not labmod.mirror.server_pids(cfg)
     assert not procs.lab_cgroup_roots(cfg)
     assert _eventually(lambda: not _guest_processes(cfg), 5)
+    labmod.down(cfg)  # now with the real state dir: removes the orphaned upper dirs
+    assert not cfg.host_dir(cfg.host_name(1)).exists()
 
 
 def _guest_processes(cfg: LabConfig) -> list[int]:

@@ -1,0 +1,153 @@
+"""Adopt a hand-built host: turn the vLLM processes running on it into inventory services.
+
+`service_from_argv` is pure (a command line + environment → a service mapping); `read_vllm_processes`
+reads the host over SSH. The result is YAML an operator reviews and commits; planning it shows at
+once whether what runs today actually fits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gpufleet.errors import InputError
+from gpufleet.models import catalog_entry
+from gpufleet.remote import Session
+
+# vLLM flag -> (inventory key, type). Everything else is kept verbatim in extra_args.
+FLAGS: dict[str, tuple[str, type]] = {
+    "--gpu-memory-utilization": ("gpu_memory_utilization", float),
+    "--max-model-len": ("max_model_len", int),
+    "--tensor-parallel-size": ("tensor_parallel_size", int), "-tp": ("tensor_parallel_size", int),
+    "--pipeline-parallel-size": ("pipeline_parallel_size", int),
+    "-pp": ("pipeline_parallel_size", int),
+    "--dtype": ("dtype", str), "--quantization": ("quantization", str), "-q": ("quantization", str),
+    "--kv-cache-dtype": ("kv_cache_dtype", str), "--max-num-seqs": ("max_num_seqs", int),
+    "--max-num-batched-tokens": ("max_num_batched_tokens", int), "--revision": ("revision", str),
+    "--kv-cache-memory-bytes": ("kv_cache_memory_bytes", int), "--port": ("port", int),
+}
+IGNORED = {"--host", "--served-model-name", "--model", "--runner", "--convert", "--task"}
+BOOLEANS = {"--enforce-eager": "enforce_eager"}
+KIND_BY_MODE = {"embed": "embed", "classify": "rerank", "score": "rerank",
+                "transcription": "whisper"}
+GPU_ENV = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
+
+
+@dataclass(frozen=True)
+class RunningVllm:
+    """One vLLM server found on a host."""
+
+    unit: str | None  # systemd unit without .service, or a container name
+    argv: list[str]
+    env: dict[str, str]
+
+
+def _split_flag(word: str) -> tuple[str, str | None]:
+    flag, eq, value = word.partition("=")
+    return (flag, value) if eq else (word, None)
+
+
+def serve_args(argv: list[str]) -> tuple[str, list[str]]:
+    """(model, remaining args) from `vllm serve MODEL …` or `… api_server --model MODEL …`."""
+    if "serve" in argv:
+        rest = argv[argv.index("serve") + 1:]
+        if rest and not rest[0].startswith("-"):
+            return rest[0], rest[1:]
+        argv = rest
+    for i, word in enumerate(argv):
+        flag, value = _split_flag(word)
+        if flag == "--model":
+            model = value if value is not None else argv[i + 1]
+            drop = 1 if value is not None else 2
+            return model, argv[:i] + argv[i + drop:]
+    raise InputError(f"not a vLLM server command line: {' '.join(argv)[:120]}")
+
+
+def service_from_argv(argv: list[str], env: dict[str, str], name: str) -> dict[str, Any]:
+    """An inventory service that reproduces this vLLM command line."""
+    model, args = serve_args(argv)
+    svc: dict[str, Any] = {"name": name, "kind": "llm", "model": model}
+    extra: list[str] = []
+    mode = None
+    i = 0
+    while i < len(args):
+        flag, value = _split_flag(args[i])
+        takes_value = flag in FLAGS or flag in IGNORED
+        if takes_value and value is None:
+            value = args[i + 1] if i + 1 < len(args) else ""
+            i += 1
+        if flag in FLAGS:
+            key, kind = FLAGS[flag]
+            svc[key] = kind(value)
+        elif flag in BOOLEANS:
+            svc[BOOLEANS[flag]] = True
+        elif flag in ("--convert", "--task"):
+            mode = value
+        elif flag not in IGNORED:
+            extra.append(args[i])
+        i += 1
+    svc["kind"] = _kind(model, mode)
+    svc["gpus"] = _gpus(env, svc)
+    svc.setdefault("port", 8000)
+    if extra:
+        svc["extra_args"] = extra
+    return svc
+
+
+def _kind(model: str, mode: str | None) -> str:
+    if mode in KIND_BY_MODE:
+        return KIND_BY_MODE[mode]
+    try:
+        arch = str(catalog_entry(model).get("config", {}).get("architectures", [""])[0])
+    except (InputError, IndexError, AttributeError):
+        arch = ""
+    return "whisper" if "Whisper" in arch else "llm"
+
+
+def _gpus(env: dict[str, str], svc: dict[str, Any]) -> list[int]:
+    for var in GPU_ENV:
+        if env.get(var):
+            return [int(g) for g in env[var].split(",") if g.strip().isdigit()]
+    ranks = svc.get("tensor_parallel_size", 1) * svc.get("pipeline_parallel_size", 1)
+    return list(range(ranks))
+
+
+def service_name(unit: str | None, model: str) -> str:
+    if unit and unit.startswith("gpufleet-"):
+        return unit.removeprefix("gpufleet-")
+    base = unit or model.rsplit("/", 1)[-1]
+    return re.sub(r"[^a-z0-9-]+", "-", base.lower()).strip("-")[:63] or "vllm"
+
+
+# ---------------------------------------------------------------- reading a host
+
+
+FIND = r"""for p in $(pgrep -f 'vllm serve|vllm.entrypoints.openai.api_server'); do
+  [ "$(cat /proc/$p/comm 2>/dev/null)" = "docker" ] && continue
+  ppid=$(awk '{print $4}' /proc/$p/stat 2>/dev/null)
+  pgrep -f 'vllm serve|api_server' | grep -qx "$ppid" && continue
+  echo "PID $p"; tr '\0' '\n' < /proc/$p/cmdline; echo "ENV"
+  tr '\0' '\n' < /proc/$p/environ | grep -E '^(HIP|ROCR|CUDA)_VISIBLE_DEVICES='
+  echo "CGROUP $(tr '\n' ' ' < /proc/$p/cgroup)"; echo "END"
+done"""
+
+
+def parse_find_output(text: str) -> list[RunningVllm]:
+    found = []
+    for block in text.split("END\n"):
+        lines = [ln for ln in block.splitlines() if ln]
+        if not lines or not lines[0].startswith("PID "):
+            continue
+        env_at = lines.index("ENV") if "ENV" in lines else len(lines)
+        argv = lines[1:env_at]
+        env = dict(ln.split("=", 1) for ln in lines[env_at + 1:] if "=" in ln
+                   and not ln.startswith("CGROUP"))
+        cgroup = next((ln for ln in lines if ln.startswith("CGROUP ")), "")
+        unit = re.search(r"/([^/\s]+)\.service", cgroup)
+        found.append(RunningVllm(unit.group(1) if unit else None, argv, env))
+    return found
+
+
+def read_vllm_processes(session: Session) -> list[RunningVllm]:
+    return parse_find_output(session.run(FIND).stdout)

@@ -1,0 +1,54 @@
+"""What one host must become: its part of the plan, its rendered files, its download tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gpufleet.inventory import Fleet
+from gpufleet.plan import PlannedHost, PlannedService
+
+
+class FileToPut(Protocol):
+    """The shape of gpufleet.render.RenderedFile that the services deploy relies on."""
+
+    path: str
+    content: str
+    mode: int | str
+    owner: str
+    group: str
+    secret: bool
+
+
+@dataclass(frozen=True)
+class ModelPull:
+    """One model snapshot to pre-download; `token_secret` names the fleet secret, if any."""
+
+    model: str
+    revision: str | None
+    token_secret: str | None
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """Everything the deploys need for one host; secrets are kept out of repr()."""
+
+    name: str
+    fleet: Fleet
+    planned: PlannedHost
+    files: tuple[FileToPut, ...]
+    tokens: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def services(self) -> list[PlannedService]:
+        return self.planned.services
+
+    def model_pulls(self) -> list[ModelPull]:
+        """Unique (model, revision) pairs of the host's vLLM services, in start order."""
+        pulls: dict[tuple[str, str | None], ModelPull] = {}
+        for planned in self.services:
+            svc = planned.service
+            if svc.kind.runs_vllm and svc.model and (svc.model, svc.revision) not in pulls:
+                secret = svc.secrets.get("HF_TOKEN")
+                pulls[(svc.model, svc.revision)] = ModelPull(svc.model, svc.revision, secret)
+        return list(pulls.values())

@@ -1,0 +1,132 @@
+"""Custom pyinfra facts gpufleet reads from its hosts (pyinfra style: example value in the doc)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from pyinfra.api import FactBase
+
+UNIT_DIR = "/etc/systemd/system"
+_GPU_LINE = re.compile(r"^GPU\[(\d+)\]")
+
+
+class GpufleetUnits(FactBase[list[str]]):
+    """
+    Service names of the gpufleet units installed on the host:
+
+    .. code:: python
+
+        ["kb-whisper", "llama-8b"]
+    """
+
+    default = list
+
+    def command(self) -> str:
+        return f"ls -1 {UNIT_DIR} 2>/dev/null | grep -E '^gpufleet-.+[.]service$' || true"
+
+    def process(self, output: list[str]) -> list[str]:
+        names = (line.strip() for line in output)
+        return sorted(n[len("gpufleet-") : -len(".service")] for n in names if n)
+
+
+class AmdgpuInitstate(FactBase[str | None]):
+    """
+    The amdgpu module's state: ``"live"`` once loaded, None when not loaded.
+    """
+
+    def command(self) -> str:
+        return "cat /sys/module/amdgpu/initstate 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str | None:
+        return output[0].strip() if output and output[0].strip() else None
+
+
+class RocmSmiGpuCount(FactBase[int]):
+    """
+    How many GPUs ``rocm-smi --showid`` lists (0 without rocm-smi or without a driver; rocm-smi
+    exits 0 either way, so its output is what counts):
+
+    .. code:: python
+
+        8
+    """
+
+    default = int
+
+    def requires_command(self) -> str:
+        return "rocm-smi"
+
+    def command(self) -> str:
+        return "rocm-smi --showid 2>&1 || true"
+
+    def process(self, output: list[str]) -> int:
+        return len({m.group(1) for m in map(_GPU_LINE.match, output) if m})
+
+
+class AptCandidate(FactBase[str | None]):
+    """
+    The version apt would install for a package, None when it is not installable:
+
+    .. code:: python
+
+        "6.8.0-45.45"
+    """
+
+    def command(self, package: str) -> str:
+        return f"apt-cache policy {shlex.quote(package)} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str | None:
+        for line in output:
+            key, _, value = line.strip().partition(":")
+            if key == "Candidate":
+                value = value.strip()
+                return None if value in ("", "(none)") else value
+        return None
+
+
+class ContainerImages(FactBase[list[str]]):
+    """
+    Images present in the container engine, as ``repository:tag`` without ``docker.io/``:
+
+    .. code:: python
+
+        ["rocm/vllm:rocm6.4.1_vllm_0.11.0"]
+    """
+
+    default = list
+
+    def requires_command(self, engine: str) -> str:
+        return engine
+
+    def command(self, engine: str) -> str:
+        return f"{engine} images --format '{{{{.Repository}}}}:{{{{.Tag}}}}'"
+
+    def process(self, output: list[str]) -> list[str]:
+        return sorted({normalize_image(line.strip()) for line in output if line.strip()})
+
+
+class KernelCmdline(FactBase[list[str]]):
+    """
+    The running kernel's command line, split into words:
+
+    .. code:: python
+
+        ["BOOT_IMAGE=/vmlinuz-6.8.0-45-generic", "ro", "iommu=pt"]
+    """
+
+    default = list
+
+    def command(self) -> str:
+        return "cat /proc/cmdline"
+
+    def process(self, output: list[str]) -> list[str]:
+        return " ".join(output).split()
+
+
+def normalize_image(ref: str) -> str:
+    """`docker.io/library/x` and `x:latest` name the same image as `x` does."""
+    for prefix in ("docker.io/", "library/"):
+        ref = ref.removeprefix(prefix)
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last or "@" in last else f"{ref}:latest"
