@@ -82,6 +82,6 @@ gpufleet_container_packages = {"docker": ["docker.io"], "podman": ["podman"]}
 gpufleet_weights_download = True
 # A small venv with huggingface_hub, separate from vLLM's so the container runtime has it too.
 gpufleet_weights_venv_dir = "/opt/gpufleet/hub"
-gpufleet_weights_requirement = "huggingface_hub>=0.23,<2"
+gpufleet_weights_requirement = "huggingface-hub"  # a pin must use ==, as pip freeze prints it
 # Root-only directory for the download tokens and helper (never on a command line).
 gpufleet_weights_state_dir = "/etc/gpufleet/weights"

@@ -6,26 +6,69 @@ from gpufleet.adopt import parse_find_output, service_from_argv, service_name
 
 
 def test_plain_vllm_serve_round_trips():
-    argv = ["/opt/gpufleet/venv/bin/vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct",
-            "--host", "0.0.0.0", "--port", "8000", "--served-model-name",
-            "meta-llama/Llama-3.1-8B-Instruct", "--gpu-memory-utilization", "0.5",
-            "--max-model-len", "131072", "--enable-prefix-caching", "--max-num-seqs=64"]
+    argv = [
+        "/opt/gpufleet/venv/bin/vllm",
+        "serve",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--served-model-name",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "--gpu-memory-utilization",
+        "0.5",
+        "--max-model-len",
+        "131072",
+        "--enable-prefix-caching",
+        "--max-num-seqs=64",
+    ]
     svc = service_from_argv(argv, {"HIP_VISIBLE_DEVICES": "0"}, "llama-8b")
     assert svc == {
-        "name": "llama-8b", "kind": "llm", "model": "meta-llama/Llama-3.1-8B-Instruct",
-        "port": 8000, "gpu_memory_utilization": 0.5, "max_model_len": 131072,
-        "max_num_seqs": 64, "gpus": [0], "extra_args": ["--enable-prefix-caching"],
+        "name": "llama-8b",
+        "kind": "llm",
+        "model": "meta-llama/Llama-3.1-8B-Instruct",
+        "port": 8000,
+        "gpu_memory_utilization": 0.5,
+        "max_model_len": 131072,
+        "max_num_seqs": 64,
+        "gpus": [0],
+        "extra_args": ["--enable-prefix-caching"],
     }
 
 
 def test_old_api_server_and_pooling_kinds():
-    argv = ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model",
-            "intfloat/multilingual-e5-large", "--task", "embed", "--port", "8033"]
+    argv = [
+        "python3",
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        "intfloat/multilingual-e5-large",
+        "--task",
+        "embed",
+        "--port",
+        "8033",
+    ]
     svc = service_from_argv(argv, {"CUDA_VISIBLE_DEVICES": "3"}, "e5")
     assert (svc["kind"], svc["model"], svc["gpus"], svc["port"]) == (
-        "embed", "intfloat/multilingual-e5-large", [3], 8033)
-    rerank = service_from_argv(["vllm", "serve", "BAAI/bge-reranker-v2-m3", "--runner", "pooling",
-                                "--convert", "classify"], {}, "r")
+        "embed",
+        "intfloat/multilingual-e5-large",
+        [3],
+        8033,
+    )
+    rerank = service_from_argv(
+        [
+            "vllm",
+            "serve",
+            "BAAI/bge-reranker-v2-m3",
+            "--runner",
+            "pooling",
+            "--convert",
+            "classify",
+        ],
+        {},
+        "r",
+    )
     assert rerank["kind"] == "rerank" and "extra_args" not in rerank
 
 
@@ -46,8 +89,10 @@ def test_names():
 
 
 def test_parse_find_output():
-    text = ("PID 42\nvllm\nserve\nm/x\n--port\n8001\nENV\nHIP_VISIBLE_DEVICES=2\n"
-            "CGROUP 0::/system.slice/gpufleet-x.service \nEND\n")
+    text = (
+        "PID 42\nvllm\nserve\nm/x\n--port\n8001\nENV\nHIP_VISIBLE_DEVICES=2\n"
+        "CGROUP 0::/system.slice/gpufleet-x.service \nEND\n"
+    )
     (found,) = parse_find_output(text)
     assert found.unit == "gpufleet-x" and found.env == {"HIP_VISIBLE_DEVICES": "2"}
     assert found.argv == ["vllm", "serve", "m/x", "--port", "8001"]

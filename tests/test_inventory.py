@@ -5,11 +5,10 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from support import INVENTORIES
 
 from gpufleet import inventory
 from gpufleet.errors import InputError
-
-from support import INVENTORIES
 
 GOOD = textwrap.dedent("""\
     fleet:
@@ -108,8 +107,9 @@ def test_undefined_secret():
 
 
 def test_tp_must_match_gpu_count():
-    message = load_error(GOOD.replace("max_model_len: 4096", "max_model_len: 4096\n"
-                                      "        tensor_parallel_size: 2"))
+    message = load_error(
+        GOOD.replace("max_model_len: 4096", "max_model_len: 4096\n        tensor_parallel_size: 2")
+    )
     assert "tensor_parallel_size x pipeline_parallel_size = 2" in message
 
 

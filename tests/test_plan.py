@@ -26,8 +26,9 @@ def published():
 
 
 def codes(plan, severity="error"):
-    return sorted((f.code, f.service or f"gpu{f.gpu}") for f in plan.findings
-                  if f.severity == severity)
+    return sorted(
+        (f.code, f.service or f"gpu{f.gpu}") for f in plan.findings if f.severity == severity
+    )
 
 
 def test_berget_plans_cleanly(berget):
@@ -79,7 +80,8 @@ def test_plan_json_contract(berget):
     host = data["hosts"][0]
     assert set(host) >= {"gpus", "services"}
     assert {"index", "total_gib", "planned_gib", "free_gib", "utilization_sum", "services"} <= set(
-        host["gpus"][0])
+        host["gpus"][0]
+    )
     svc = host["services"][0]
     assert {"name", "gpus", "port", "kv_tokens", "max_concurrency", "start_after"} <= set(svc)
 
@@ -99,14 +101,16 @@ def test_vllm_args_are_explicit(berget):
 
 def test_unset_utilization_warns_with_vllm_default(tmp_path):
     inv = tmp_path / "inv.yml"
-    inv.write_text(textwrap.dedent("""\
+    inv.write_text(
+        textwrap.dedent("""\
         fleet: {name: t}
         hosts:
           h:
             address: h.example
             services:
               - {name: a, kind: llm, model: meta-llama/Llama-3.1-8B-Instruct, gpus: [0], port: 1}
-    """))
+    """)
+    )
     plan = build_plan(inventory.load(inv))
     warned = {f.code for f in plan.findings if f.severity == "warning"}
     assert {"default_utilization", "default_max_model_len"} <= warned
@@ -114,7 +118,8 @@ def test_unset_utilization_warns_with_vllm_default(tmp_path):
 
 def test_max_model_len_too_big_for_utilization(tmp_path):
     inv = tmp_path / "inv.yml"
-    inv.write_text(textwrap.dedent("""\
+    inv.write_text(
+        textwrap.dedent("""\
         fleet: {name: t}
         hosts:
           h:
@@ -122,7 +127,8 @@ def test_max_model_len_too_big_for_utilization(tmp_path):
             services:
               - {name: a, kind: llm, model: meta-llama/Llama-3.3-70B-Instruct, gpus: [0],
                  port: 1, gpu_memory_utilization: 0.8, max_model_len: 131072}
-    """))
+    """)
+    )
     plan = build_plan(inventory.load(inv))
     (finding,) = [f for f in plan.findings if f.severity == "error"]
     assert finding.code == "max_model_len"
@@ -146,34 +152,62 @@ def test_plan_unknown_host(cli):
 
 def test_unknown_model_is_located(cli, tmp_path):
     inv = tmp_path / "inv.yml"
-    inv.write_text(textwrap.dedent("""\
+    inv.write_text(
+        textwrap.dedent("""\
         fleet: {name: t}
         hosts:
           h:
             address: h.example
             services:
               - {name: a, kind: llm, model: acme/unknown-7b, gpus: [0], port: 1}
-    """))
+    """)
+    )
     result = cli("plan", str(inv))
     assert result.exit_status == 2
     assert f"{inv}:6:" in result.stderr and "acme/unknown-7b" in result.stderr
 
 
 def test_estimate_json_contract(cli):
-    result = cli("estimate", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--util", "0.5",
-                 "--max-model-len", "32768", "--json")
+    result = cli(
+        "estimate",
+        "--model",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "--util",
+        "0.5",
+        "--max-model-len",
+        "32768",
+        "--json",
+    )
     data = json.loads(result.stdout)
-    for key in ("starts", "error_kind", "error", "budget_gib", "weights_gib", "non_kv_gib",
-                "kv_cache_gib", "kv_tokens", "max_model_len", "max_model_len_fit",
-                "min_util_for_max_model_len"):
+    for key in (
+        "starts",
+        "error_kind",
+        "error",
+        "budget_gib",
+        "weights_gib",
+        "non_kv_gib",
+        "kv_cache_gib",
+        "kv_tokens",
+        "max_model_len",
+        "max_model_len_fit",
+        "min_util_for_max_model_len",
+    ):
         assert key in data
     assert data["starts"] is True and result.exit_status == 0
     assert data["budget_gib"] == pytest.approx(95.99, abs=0.01)
 
 
 def test_estimate_failure_exit_1(cli):
-    result = cli("estimate", "--model", "meta-llama/Llama-3.3-70B-Instruct", "--gpu", "h100",
-                 "--util", "0.9", "--json")
+    result = cli(
+        "estimate",
+        "--model",
+        "meta-llama/Llama-3.3-70B-Instruct",
+        "--gpu",
+        "h100",
+        "--util",
+        "0.9",
+        "--json",
+    )
     data = json.loads(result.stdout)
     assert result.exit_status == 1 and data["starts"] is False
     assert data["error_kind"] == "no_kv_memory"

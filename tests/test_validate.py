@@ -44,7 +44,9 @@ def healthy_reading(host, scale=None, moved=None):
             pid += 1
     gpus = [GpuReading(g.index, None, None, g.total_bytes, used[g.index]) for g in host.gpus]
     return HostReading(
-        host.name, Snapshot(gpus, procs, "rocm-smi", "test"), pid_units,
+        host.name,
+        Snapshot(gpus, procs, "rocm-smi", "test"),
+        pid_units,
         {unit_of(s.name): "active" for s in host.services},
         {s.name: Probe(s.name, True, "ok") for s in host.services},
     )
@@ -87,8 +89,11 @@ def test_unplanned_and_missing_processes(host):
     stray = ProcessReading(99, "python3", [3], 5 * GIB)
     reading.snapshot.processes.append(stray)
     reading.pid_units[99] = "session-4.scope"
-    gone = [p.pid for p in reading.snapshot.processes if reading.pid_units[p.pid] ==
-            unit_of("mistral-small")]
+    gone = [
+        p.pid
+        for p in reading.snapshot.processes
+        if reading.pid_units[p.pid] == unit_of("mistral-small")
+    ]
     reading.snapshot.processes = [p for p in reading.snapshot.processes if p.pid not in gone]
     found = errors(compare(host, reading))
     assert ("unplanned_process", None, 3) in found

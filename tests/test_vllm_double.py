@@ -135,7 +135,8 @@ def test_fitting_model_serves_models_and_completions(start, gpus: Path) -> None:
     assert double.get("/health")[0] == 200
     models = json.loads(double.get("/v1/models")[1])
     assert models["data"][0]["id"] == "small" and models["data"][0]["max_model_len"] == 4096
-    status, body = double.post("/v1/completions", {"model": "small", "prompt": "hi", "max_tokens": 3})
+    request = {"model": "small", "prompt": "hi", "max_tokens": 3}
+    status, body = double.post("/v1/completions", request)
     assert status == 200 and len(body["choices"][0]["text"].split()) == 3  # type: ignore[index]
     status, body = double.post("/v1/chat/completions",
                                {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})

@@ -1,8 +1,8 @@
 """Adopt a hand-built host: turn the vLLM processes running on it into inventory services.
 
-`service_from_argv` is pure (a command line + environment → a service mapping); `read_vllm_processes`
-reads the host over SSH. The result is YAML an operator reviews and commits; planning it shows at
-once whether what runs today actually fits.
+`service_from_argv` is pure (a command line + environment → a service mapping);
+`read_vllm_processes` reads the host over SSH. The result is YAML an operator reviews and
+commits; planning it shows at once whether what runs today actually fits.
 """
 
 from __future__ import annotations
@@ -19,18 +19,28 @@ from gpufleet.remote import Session
 FLAGS: dict[str, tuple[str, type]] = {
     "--gpu-memory-utilization": ("gpu_memory_utilization", float),
     "--max-model-len": ("max_model_len", int),
-    "--tensor-parallel-size": ("tensor_parallel_size", int), "-tp": ("tensor_parallel_size", int),
+    "--tensor-parallel-size": ("tensor_parallel_size", int),
+    "-tp": ("tensor_parallel_size", int),
     "--pipeline-parallel-size": ("pipeline_parallel_size", int),
     "-pp": ("pipeline_parallel_size", int),
-    "--dtype": ("dtype", str), "--quantization": ("quantization", str), "-q": ("quantization", str),
-    "--kv-cache-dtype": ("kv_cache_dtype", str), "--max-num-seqs": ("max_num_seqs", int),
-    "--max-num-batched-tokens": ("max_num_batched_tokens", int), "--revision": ("revision", str),
-    "--kv-cache-memory-bytes": ("kv_cache_memory_bytes", int), "--port": ("port", int),
+    "--dtype": ("dtype", str),
+    "--quantization": ("quantization", str),
+    "-q": ("quantization", str),
+    "--kv-cache-dtype": ("kv_cache_dtype", str),
+    "--max-num-seqs": ("max_num_seqs", int),
+    "--max-num-batched-tokens": ("max_num_batched_tokens", int),
+    "--revision": ("revision", str),
+    "--kv-cache-memory-bytes": ("kv_cache_memory_bytes", int),
+    "--port": ("port", int),
 }
 IGNORED = {"--host", "--served-model-name", "--model", "--runner", "--convert", "--task"}
 BOOLEANS = {"--enforce-eager": "enforce_eager"}
-KIND_BY_MODE = {"embed": "embed", "classify": "rerank", "score": "rerank",
-                "transcription": "whisper"}
+KIND_BY_MODE = {
+    "embed": "embed",
+    "classify": "rerank",
+    "score": "rerank",
+    "transcription": "whisper",
+}
 GPU_ENV = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
 
 
@@ -51,7 +61,7 @@ def _split_flag(word: str) -> tuple[str, str | None]:
 def serve_args(argv: list[str]) -> tuple[str, list[str]]:
     """(model, remaining args) from `vllm serve MODEL …` or `… api_server --model MODEL …`."""
     if "serve" in argv:
-        rest = argv[argv.index("serve") + 1:]
+        rest = argv[argv.index("serve") + 1 :]
         if rest and not rest[0].startswith("-"):
             return rest[0], rest[1:]
         argv = rest
@@ -60,7 +70,7 @@ def serve_args(argv: list[str]) -> tuple[str, list[str]]:
         if flag == "--model":
             model = value if value is not None else argv[i + 1]
             drop = 1 if value is not None else 2
-            return model, argv[:i] + argv[i + drop:]
+            return model, argv[:i] + argv[i + drop :]
     raise InputError(f"not a vLLM server command line: {' '.join(argv)[:120]}")
 
 
@@ -141,8 +151,11 @@ def parse_find_output(text: str) -> list[RunningVllm]:
             continue
         env_at = lines.index("ENV") if "ENV" in lines else len(lines)
         argv = lines[1:env_at]
-        env = dict(ln.split("=", 1) for ln in lines[env_at + 1:] if "=" in ln
-                   and not ln.startswith("CGROUP"))
+        env = dict(
+            ln.split("=", 1)
+            for ln in lines[env_at + 1 :]
+            if "=" in ln and not ln.startswith("CGROUP")
+        )
         cgroup = next((ln for ln in lines if ln.startswith("CGROUP ")), "")
         unit = re.search(r"/([^/\s]+)\.service", cgroup)
         found.append(RunningVllm(unit.group(1) if unit else None, argv, env))

@@ -9,7 +9,6 @@ from typing import IO
 
 from rich.console import Console
 
-
 PIPE_WIDTH = 120  # rich assumes 80 columns when not on a terminal: too narrow for the plan
 
 

@@ -13,7 +13,10 @@ MAX_PARALLEL = 16
 
 
 def read_fleet(
-    plan: Plan, *, ssh_key: str | None = None, known_hosts: str | None = None,
+    plan: Plan,
+    *,
+    ssh_key: str | None = None,
+    known_hosts: str | None = None,
     full_probe: bool = True,
 ) -> dict[str, HostReading]:
     fleet = plan.inventory.fleet

@@ -7,7 +7,7 @@ errors: a typo such as `gpu_memory_utilisation` must not silently fall back to v
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,9 +26,10 @@ from gpufleet.yamlsource import Located, Path_, load_file, load_text
 
 NAME_RE = r"^[a-z0-9][a-z0-9-]{0,62}$"  # becomes part of a systemd unit name
 ENV_RE = r"^[A-Z_][A-Z0-9_]*$"
+SETTING_RE = r"^gpufleet_[a-z0-9_]+$"  # the prefixed knobs of group_data/all.py
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     LLM = "llm"
     EMBED = "embed"
     RERANK = "rerank"
@@ -48,7 +49,9 @@ class _Strict(BaseModel):
 class SecretSource(_Strict):
     """Where the controller reads a secret at deploy time; the value never enters the inventory."""
 
-    env: str | None = Field(None, pattern=ENV_RE, description="environment variable on the controller")
+    env: str | None = Field(
+        None, pattern=ENV_RE, description="environment variable on the controller"
+    )
     file: str | None = Field(None, description="file on the controller holding the value")
 
     @model_validator(mode="after")
@@ -81,6 +84,9 @@ class Fleet(_Strict):
         None, description="known_hosts file to check host keys against (default ~/.ssh/known_hosts)"
     )
     secrets: dict[str, SecretSource] = Field(default_factory=dict)
+    settings: dict[Annotated[str, Field(pattern=SETTING_RE)], Any] = Field(
+        default_factory=dict, description="deploy knobs (group_data/all.py), e.g. mirror URLs"
+    )
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)  # type: ignore[arg-type]
 
     @field_validator("gpu")
@@ -141,6 +147,7 @@ class Host(_Strict):
     gpu_memory_gib: dict[int, float] = Field(
         default_factory=dict, description="per-GPU override of the total memory, in GiB"
     )
+    settings: dict[Annotated[str, Field(pattern=SETTING_RE)], Any] = Field(default_factory=dict)
     services: list[Service] = Field(default_factory=list)
 
 
@@ -183,7 +190,8 @@ def _build(source: Located) -> Inventory:
     if not isinstance(source.data, dict):
         raise InputError(
             "the inventory must be a mapping with `fleet:` and `hosts:`",
-            where=source.where(()), hint="see the README's inventory example",
+            where=source.where(()),
+            hint="see the README's inventory example",
         )
     try:
         model = InventoryModel.model_validate(source.data)
@@ -205,7 +213,8 @@ def _explain(err: Any, source: Located) -> InputError:
         where = source.where((*loc, "<key>"))
         parent = _describe(loc[:-1], source.data)
         return InputError(
-            f"unknown key {loc[-1]!r} in {parent}", where=where,
+            f"unknown key {loc[-1]!r} in {parent}",
+            where=where,
             hint=f"allowed keys: {', '.join(_allowed_keys(loc))}",
         )
     if kind == "missing":
@@ -265,67 +274,93 @@ def check_consistency(inv: Inventory) -> list[InputError]:
         ports: dict[int, str] = {}
         gpu = (host.gpu or inv.fleet.gpu).lower()
         if gpu not in GPU_MODELS:
-            problems.append(InputError(
-                f"host {host_name}: unknown GPU model {gpu!r}", where=inv.where("hosts", host_name, "gpu"),
-                hint=f"known: {', '.join(GPU_MODELS)}",
-            ))
+            problems.append(
+                InputError(
+                    f"host {host_name}: unknown GPU model {gpu!r}",
+                    where=inv.where("hosts", host_name, "gpu"),
+                    hint=f"known: {', '.join(GPU_MODELS)}",
+                )
+            )
         for index in host.gpu_memory_gib:
             if index >= host.gpu_count:
-                problems.append(InputError(
-                    f"host {host_name}: gpu_memory_gib names GPU {index}, but the host has "
-                    f"{host.gpu_count} GPUs (0-{host.gpu_count - 1})",
-                    where=inv.where("hosts", host_name, "gpu_memory_gib", index),
-                ))
+                problems.append(
+                    InputError(
+                        f"host {host_name}: gpu_memory_gib names GPU {index}, but the host has "
+                        f"{host.gpu_count} GPUs (0-{host.gpu_count - 1})",
+                        where=inv.where("hosts", host_name, "gpu_memory_gib", index),
+                    )
+                )
         for i, svc in enumerate(host.services):
             problems += _check_service(inv, host_name, host, i, svc)
             if svc.port in ports:
-                problems.append(InputError(
-                    f"host {host_name}: port {svc.port} of service {svc.name} is already used by "
-                    f"{ports[svc.port]}", where=inv.service_where(host_name, i, "port"),
-                    hint="every service on a host needs its own port",
-                ))
+                problems.append(
+                    InputError(
+                        f"host {host_name}: port {svc.port} of service {svc.name} is already "
+                        f"used by {ports[svc.port]}",
+                        where=inv.service_where(host_name, i, "port"),
+                        hint="every service on a host needs its own port",
+                    )
+                )
             ports[svc.port] = svc.name
             if svc.name in names:
-                problems.append(InputError(
-                    f"service name {svc.name!r} is used twice (also on {names[svc.name]})",
-                    where=inv.service_where(host_name, i, "name"),
-                    hint="names identify systemd units and must be unique in the fleet",
-                ))
+                problems.append(
+                    InputError(
+                        f"service name {svc.name!r} is used twice (also on {names[svc.name]})",
+                        where=inv.service_where(host_name, i, "name"),
+                        hint="names identify systemd units and must be unique in the fleet",
+                    )
+                )
             names[svc.name] = host_name
     return problems
 
 
-def _check_service(inv: Inventory, host_name: str, host: Host, i: int, svc: Service) -> list[InputError]:
+def _check_service(
+    inv: Inventory, host_name: str, host: Host, i: int, svc: Service
+) -> list[InputError]:
     problems: list[InputError] = []
 
     def bad(what: str, key: str | None, hint: str | None = None) -> None:
-        problems.append(InputError(
-            f"host {host_name}, service {svc.name}: {what}",
-            where=inv.service_where(host_name, i, key), hint=hint,
-        ))
+        problems.append(
+            InputError(
+                f"host {host_name}, service {svc.name}: {what}",
+                where=inv.service_where(host_name, i, key),
+                hint=hint,
+            )
+        )
 
     for gpu in svc.gpus:
         if gpu >= host.gpu_count:
-            bad(f"GPU index {gpu} is out of range: the host has {host.gpu_count} GPUs "
-                f"(0-{host.gpu_count - 1})", "gpus")
+            bad(
+                f"GPU index {gpu} is out of range: the host has {host.gpu_count} GPUs "
+                f"(0-{host.gpu_count - 1})",
+                "gpus",
+            )
     if len(set(svc.gpus)) != len(svc.gpus):
         bad(f"GPU list {svc.gpus} names a GPU twice", "gpus")
     if svc.kind.runs_vllm:
         if not svc.model:
             bad(f"kind {svc.kind.value} runs vLLM and needs `model`", None)
         if svc.memory_gib is not None:
-            bad("memory_gib is for non-vLLM kinds (docling, custom); a vLLM service's memory "
-                "is its gpu_memory_utilization budget", "memory_gib",
-                "remove memory_gib and set gpu_memory_utilization")
+            bad(
+                "memory_gib is for non-vLLM kinds (docling, custom); a vLLM service's memory "
+                "is its gpu_memory_utilization budget",
+                "memory_gib",
+                "remove memory_gib and set gpu_memory_utilization",
+            )
         ranks = svc.tensor_parallel_size * svc.pipeline_parallel_size
         if ranks != len(svc.gpus):
-            bad(f"tensor_parallel_size x pipeline_parallel_size = {ranks}, but {len(svc.gpus)} "
-                f"GPU(s) are listed {svc.gpus}", "gpus",
-                "list exactly one GPU per rank, or change the parallel sizes")
+            bad(
+                f"tensor_parallel_size x pipeline_parallel_size = {ranks}, but {len(svc.gpus)} "
+                f"GPU(s) are listed {svc.gpus}",
+                "gpus",
+                "list exactly one GPU per rank, or change the parallel sizes",
+            )
     else:
         if svc.memory_gib is None:
-            bad(f"kind {svc.kind.value} does not run vLLM: declare its footprint with memory_gib",
-                None)
+            bad(
+                f"kind {svc.kind.value} does not run vLLM: declare its footprint with memory_gib",
+                None,
+            )
         for key in ("gpu_memory_utilization", "kv_cache_memory_bytes", "max_model_len"):
             if getattr(svc, key) is not None:
                 bad(f"{key} only applies to vLLM kinds (llm, embed, rerank, whisper)", key)
@@ -333,6 +368,9 @@ def _check_service(inv: Inventory, host_name: str, host: Host, i: int, svc: Serv
             bad("kind custom needs `command` (the program and its arguments)", None)
     for env_name, secret in svc.secrets.items():
         if secret not in inv.fleet.secrets:
-            bad(f"secret {secret!r} (for {env_name}) is not defined under fleet.secrets",
-                "secrets", f"defined: {', '.join(inv.fleet.secrets) or 'none'}")
+            bad(
+                f"secret {secret!r} (for {env_name}) is not defined under fleet.secrets",
+                "secrets",
+                f"defined: {', '.join(inv.fleet.secrets) or 'none'}",
+            )
     return problems

@@ -17,8 +17,11 @@ from gpufleet.validate import HostReading, unit_from_cgroup
 # amd-smi first (ROCm >= 6), then rocm-smi; both as JSON where the version supports it.
 SMI_COMMANDS = {
     "amd-smi": ["amd-smi metric --mem-usage --json", "amd-smi process --json"],
-    "rocm-smi": ["rocm-smi --showmeminfo vram --json", "rocm-smi --showpids",
-                 "rocm-smi --showpidgpus"],
+    "rocm-smi": [
+        "rocm-smi --showmeminfo vram --json",
+        "rocm-smi --showpids",
+        "rocm-smi --showpidgpus",
+    ],
 }
 CONTAINER_SCOPE = re.compile(r"(?:docker|libpod)-([0-9a-f]{12,64})\.scope")
 
@@ -60,8 +63,10 @@ def _container_names(session: Session) -> dict[str, str]:
     """Short container id -> name, for docker and podman (units name containers gpufleet-<svc>)."""
     names: dict[str, str] = {}
     for engine in ("docker", "podman"):
-        result = session.run(f"command -v {engine} >/dev/null && {engine} ps --no-trunc "
-                             "--format '{{.ID}} {{.Names}}'")
+        result = session.run(
+            f"command -v {engine} >/dev/null && {engine} ps --no-trunc "
+            "--format '{{.ID}} {{.Names}}'"
+        )
         for line in result.stdout.splitlines():
             cid, _, name = line.partition(" ")
             if cid:
@@ -93,7 +98,8 @@ def read_units(session: Session) -> tuple[dict[str, str], dict[str, float]]:
 def read_probes(session: Session, host: PlannedHost, full: bool = True) -> dict[str, Probe]:
     """Run the probe script with the host's python3; the service list goes in on stdin."""
     result = session.run(
-        "python3 -c " + shlex.quote(PROBE_SCRIPT), stdin=probe_request(host.services, full),
+        "python3 -c " + shlex.quote(PROBE_SCRIPT),
+        stdin=probe_request(host.services, full),
         timeout=120,
     )
     return parse_probe_output(result.stdout, host.services)
@@ -124,5 +130,10 @@ def reading_from_files(host: str, files: list[str]) -> HostReading:
 
 
 def dump(reading: HostReading) -> str:
-    return json.dumps({"host": reading.host, "error": reading.error,
-                       "snapshot": reading.snapshot.to_dict() if reading.snapshot else None})
+    return json.dumps(
+        {
+            "host": reading.host,
+            "error": reading.error,
+            "snapshot": reading.snapshot.to_dict() if reading.snapshot else None,
+        }
+    )

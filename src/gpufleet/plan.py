@@ -37,8 +37,13 @@ class Finding:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "severity": self.severity, "code": self.code, "host": self.host, "gpu": self.gpu,
-            "service": self.service, "message": self.message, "hint": self.hint,
+            "severity": self.severity,
+            "code": self.code,
+            "host": self.host,
+            "gpu": self.gpu,
+            "service": self.service,
+            "message": self.message,
+            "hint": self.hint,
         }
 
 
@@ -66,8 +71,13 @@ class PlannedService:
     def to_dict(self) -> dict[str, object]:
         svc, est = self.service, self.estimate
         return {
-            "name": svc.name, "kind": svc.kind.value, "model": svc.model, "revision": svc.revision,
-            "gpus": list(svc.gpus), "port": svc.port, "start_index": self.start_index,
+            "name": svc.name,
+            "kind": svc.kind.value,
+            "model": svc.model,
+            "revision": svc.revision,
+            "gpus": list(svc.gpus),
+            "port": svc.port,
+            "start_index": self.start_index,
             "start_after": list(self.start_after),
             "footprint_gib": _gib(self.footprint_bytes),
             "gpu_memory_utilization": est.utilization if est else None,
@@ -98,8 +108,10 @@ class PlannedGpu:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "index": self.index, "total_gib": _gib(self.total_bytes),
-            "planned_gib": _gib(self.used_bytes), "free_gib": _gib(self.free_bytes),
+            "index": self.index,
+            "total_gib": _gib(self.total_bytes),
+            "planned_gib": _gib(self.used_bytes),
+            "free_gib": _gib(self.free_bytes),
             "utilization_sum": round(self.utilization_sum, 4),
             "services": [{"name": n, "gib": _gib(b)} for n, b in self.segments],
         }
@@ -118,7 +130,9 @@ class PlannedHost:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "name": self.name, "address": self.host.address, "gpu_model": self.gpu_model,
+            "name": self.name,
+            "address": self.host.address,
+            "gpu_model": self.gpu_model,
             "gpus": [g.to_dict() for g in self.gpus],
             "services": [s.to_dict() for s in self.services],
         }
@@ -158,7 +172,8 @@ def build_plan(inventory: Inventory, *, only_host: str | None = None) -> Plan:
     """Plan every host (or one): pure, apart from reading model configs from disk/catalog."""
     if only_host is not None and only_host not in inventory.hosts:
         raise InputError(
-            f"no host {only_host!r} in the inventory", where=str(inventory.path),
+            f"no host {only_host!r} in the inventory",
+            where=str(inventory.path),
             hint=f"hosts: {', '.join(inventory.hosts)}",
         )
     hosts, findings = [], []
@@ -193,7 +208,11 @@ def plan_host(inv: Inventory, name: str, host: Host) -> tuple[PlannedHost, list[
 
 
 def _plan_service(
-    inv: Inventory, host: str, index: int, svc: Service, gpus: list[PlannedGpu],
+    inv: Inventory,
+    host: str,
+    index: int,
+    svc: Service,
+    gpus: list[PlannedGpu],
     earlier: list[PlannedService],
 ) -> tuple[PlannedService, list[Finding]]:
     after = tuple(p.name for p in earlier if set(p.gpus) & set(svc.gpus))
@@ -219,8 +238,9 @@ def resolve_model(inv: Inventory, host: str, index: int, svc: Service) -> ModelF
         return find_model(svc.model or "", svc.revision)
     except GpufleetError as exc:
         hint = getattr(exc, "hint", None)
-        raise InputError(f"service {svc.name}: {getattr(exc, 'what', exc)}", where=where,
-                         hint=hint) from None
+        raise InputError(
+            f"service {svc.name}: {getattr(exc, 'what', exc)}", where=where, hint=hint
+        ) from None
 
 
 def instance_spec(
@@ -231,14 +251,20 @@ def instance_spec(
     total = min(g.total_bytes for g in mine)
     free_before = min(g.free_bytes for g in mine)  # the tightest rank decides
     spec = InstanceSpec(
-        facts=facts, gpu_total_bytes=total,
+        facts=facts,
+        gpu_total_bytes=total,
         gpu_memory_utilization=svc.gpu_memory_utilization,
         tensor_parallel_size=svc.tensor_parallel_size,
-        pipeline_parallel_size=svc.pipeline_parallel_size, dtype=svc.dtype,
-        quantization=svc.quantization, kv_cache_dtype=svc.kv_cache_dtype,
-        max_model_len=svc.max_model_len, max_num_seqs=svc.max_num_seqs,
-        max_num_batched_tokens=svc.max_num_batched_tokens, enforce_eager=svc.enforce_eager,
-        kv_cache_memory_bytes=svc.kv_cache_memory_bytes, vllm_version=inv.fleet.vllm_version,
+        pipeline_parallel_size=svc.pipeline_parallel_size,
+        dtype=svc.dtype,
+        quantization=svc.quantization,
+        kv_cache_dtype=svc.kv_cache_dtype,
+        max_model_len=svc.max_model_len,
+        max_num_seqs=svc.max_num_seqs,
+        max_num_batched_tokens=svc.max_num_batched_tokens,
+        enforce_eager=svc.enforce_eager,
+        kv_cache_memory_bytes=svc.kv_cache_memory_bytes,
+        vllm_version=inv.fleet.vllm_version,
     )
     return with_free_memory(spec, free_before - baseline_bytes(spec))
 
@@ -305,24 +331,36 @@ def _service_findings(
         add("error", est.error_kind, est.error or "", _fix_hint(svc, spec, est))
     limit = spec.facts.max_position_embeddings
     if svc.max_model_len and limit and svc.max_model_len > limit:
-        add("error", "max_model_len_above_model",
+        add(
+            "error",
+            "max_model_len_above_model",
             f"max_model_len {svc.max_model_len} is above the model's limit {limit}; vLLM refuses "
             "a user-specified max_model_len greater than the derived one",
-            f"use max_model_len <= {limit}")
+            f"use max_model_len <= {limit}",
+        )
     if svc.gpu_memory_utilization is None and svc.kv_cache_memory_bytes is None:
-        add("warning", "default_utilization",
+        add(
+            "warning",
+            "default_utilization",
             f"gpu_memory_utilization not set: vLLM {inv.fleet.vllm_version} takes its default "
             f"{est.utilization} = {est.budget_bytes / GIB:.1f} GiB per GPU",
-            "set gpu_memory_utilization explicitly")
+            "set gpu_memory_utilization explicitly",
+        )
     if svc.max_model_len is None:
-        add("warning", "default_max_model_len",
+        add(
+            "warning",
+            "default_max_model_len",
             f"max_model_len not set: vLLM uses the model's {spec.model_len} tokens",
-            "set max_model_len to what clients need")
+            "set max_model_len to what clients need",
+        )
     if est.starts and svc.max_num_seqs is None and est.activation_bytes > 0.25 * est.budget_bytes:
-        add("warning", "default_batching",
+        add(
+            "warning",
+            "default_batching",
             f"profiling with vLLM's default batch (MI300X tier: 16384 tokens, 1024 seqs) takes "
             f"{est.activation_bytes / GIB:.1f} GiB of a {est.budget_bytes / GIB:.1f} GiB budget",
-            "set max_num_seqs and max_num_batched_tokens for small co-located models")
+            "set max_num_seqs and max_num_batched_tokens for small co-located models",
+        )
     out += _parallel_findings(host, svc, spec)
     return out
 
@@ -339,16 +377,23 @@ def _fix_hint(svc: Service, spec: InstanceSpec, est: Estimate) -> str:
             f"{spec.model_len}"
         )
     if est.max_model_len_fit:
-        parts.append(f"max_model_len <= {est.max_model_len_fit} fits utilization "
-                     f"{est.utilization:g}")
+        parts.append(
+            f"max_model_len <= {est.max_model_len_fit} fits utilization {est.utilization:g}"
+        )
     if est.error_kind == "free_memory":
         free = spec.free_bytes_at_start or 0
         most = int(free / spec.gpu_total_bytes * 100) / 100
         enough = est.min_util_for_max_model_len
-        parts = [f"only {most:.2f} of the GPU is free when it starts: set gpu_memory_utilization "
-                 f"<= {most:.2f}" + (f" (>= {enough:.2f} holds max_model_len {spec.model_len})"
-                                     if enough is not None and enough <= most else ""),
-                 "or lower the utilization of a service started before it on this GPU"]
+        parts = [
+            f"only {most:.2f} of the GPU is free when it starts: set gpu_memory_utilization "
+            f"<= {most:.2f}"
+            + (
+                f" (>= {enough:.2f} holds max_model_len {spec.model_len})"
+                if enough is not None and enough <= most
+                else ""
+            ),
+            "or lower the utilization of a service started before it on this GPU",
+        ]
     return "; ".join(parts) or "the model does not fit this GPU: use more GPUs (tensor parallel)"
 
 
@@ -379,12 +424,17 @@ def _parallel_hint(svc: Service, facts: ModelFacts) -> str:
 def _parallel_findings(host: str, svc: Service, spec: InstanceSpec) -> list[Finding]:
     facts, tp = spec.facts, svc.tensor_parallel_size
     if tp > 1 and facts.num_kv_heads and tp > facts.num_kv_heads and not facts.is_mla:
-        return [Finding(
-            "info", "kv_heads_replicated",
-            f"tensor_parallel_size {tp} exceeds the {facts.num_kv_heads} KV heads: each rank "
-            "stores replicated heads, so KV capacity per GPU does not grow with TP",
-            host, None, svc.name,
-        )]
+        return [
+            Finding(
+                "info",
+                "kv_heads_replicated",
+                f"tensor_parallel_size {tp} exceeds the {facts.num_kv_heads} KV heads: each rank "
+                "stores replicated heads, so KV capacity per GPU does not grow with TP",
+                host,
+                None,
+                svc.name,
+            )
+        ]
     return []
 
 
@@ -393,19 +443,30 @@ def _gpu_findings(host: str, gpus: list[PlannedGpu]) -> list[Finding]:
     for gpu in gpus:
         if gpu.free_bytes < 0:
             names = ", ".join(n for n, _ in gpu.segments)
-            out.append(Finding(
-                "error", "gpu_overcommitted",
-                f"GPU {gpu.index} is over-committed by {-gpu.free_bytes / GIB:.1f} GiB: "
-                f"{names} need {gpu.used_bytes / GIB:.1f} of {gpu.total_bytes / GIB:.1f} GiB",
-                host, gpu.index, None,
-                "lower gpu_memory_utilization of a service here or move one to another GPU",
-            ))
+            out.append(
+                Finding(
+                    "error",
+                    "gpu_overcommitted",
+                    f"GPU {gpu.index} is over-committed by {-gpu.free_bytes / GIB:.1f} GiB: "
+                    f"{names} need {gpu.used_bytes / GIB:.1f} of {gpu.total_bytes / GIB:.1f} GiB",
+                    host,
+                    gpu.index,
+                    None,
+                    "lower gpu_memory_utilization of a service here or move one to another GPU",
+                )
+            )
         elif gpu.segments and gpu.free_bytes < TIGHT_FREE_BYTES:
-            out.append(Finding(
-                "warning", "gpu_tight",
-                f"GPU {gpu.index} keeps only {gpu.free_bytes / GIB:.2f} GiB free",
-                host, gpu.index, None, "leave a couple of GiB for the driver and fragmentation",
-            ))
+            out.append(
+                Finding(
+                    "warning",
+                    "gpu_tight",
+                    f"GPU {gpu.index} keeps only {gpu.free_bytes / GIB:.2f} GiB free",
+                    host,
+                    gpu.index,
+                    None,
+                    "leave a couple of GiB for the driver and fragmentation",
+                )
+            )
     return out
 
 

@@ -39,11 +39,23 @@ class SshTarget:
     known_hosts: str
 
     @classmethod
-    def of(cls, name: str, host: Host, fleet: Fleet, key: str | None = None,
-           known_hosts: str | None = None) -> SshTarget:
+    def of(
+        cls,
+        name: str,
+        host: Host,
+        fleet: Fleet,
+        key: str | None = None,
+        known_hosts: str | None = None,
+    ) -> SshTarget:
         kh = known_hosts or fleet.ssh_known_hosts or "~/.ssh/known_hosts"
-        return cls(name, host.address, host.ssh_user, host.ssh_port,
-                   _expand(key or fleet.ssh_key), str(Path(kh).expanduser()))
+        return cls(
+            name,
+            host.address,
+            host.ssh_user,
+            host.ssh_port,
+            _expand(key or fleet.ssh_key),
+            str(Path(kh).expanduser()),
+        )
 
 
 def _expand(path: str | None) -> str | None:
@@ -66,12 +78,17 @@ class Session:
         self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
             self.client.connect(
-                target.address, port=target.port, username=target.user,
-                key_filename=target.key, timeout=timeout, banner_timeout=timeout,
-                auth_timeout=timeout, allow_agent=target.key is None,
+                target.address,
+                port=target.port,
+                username=target.user,
+                key_filename=target.key,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+                allow_agent=target.key is None,
                 look_for_keys=target.key is None,
             )
-        except (OSError, socket.timeout, paramiko.SSHException) as exc:
+        except (TimeoutError, OSError, paramiko.SSHException) as exc:
             raise HostUnreachable(f"{target.name} ({target.address}): {exc}") from None
         transport = self.client.get_transport()
         if transport is not None:  # small interactive requests: don't wait for Nagle
@@ -86,7 +103,7 @@ class Session:
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
             return Result(out.channel.recv_exit_status(), stdout, stderr)
-        except (OSError, socket.timeout, paramiko.SSHException) as exc:
+        except (TimeoutError, OSError, paramiko.SSHException) as exc:
             raise HostUnreachable(f"{self.target.name}: {exc}") from None
 
     def close(self) -> None:

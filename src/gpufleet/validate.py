@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from gpufleet.gpus import GIB
 from gpufleet.plan import Finding, PlannedHost, PlannedService
@@ -95,25 +96,39 @@ def _check_service(
 ) -> list[Finding]:
     out: list[Finding] = []
 
-    def add(severity: str, code: str, message: str, gpu: int | None = None,
-            hint: str | None = None) -> None:
+    def add(
+        severity: str, code: str, message: str, gpu: int | None = None, hint: str | None = None
+    ) -> None:
         out.append(Finding(severity, code, message, host, gpu, svc.name, hint))
 
     state = reading.unit_states.get(unit_of(svc.name), "not-found")
     if state != "active":
-        add("error", "service_down", f"unit {unit_of(svc.name)}.service is {state}",
-            hint=f"journalctl -u {unit_of(svc.name)} on {host}")
+        add(
+            "error",
+            "service_down",
+            f"unit {unit_of(svc.name)}.service is {state}",
+            hint=f"journalctl -u {unit_of(svc.name)} on {host}",
+        )
     probe = reading.probes.get(svc.name)
     if probe is not None and not probe.ok:
         add("error", "service_unhealthy", f"does not answer: {probe.detail}")
     if svc.footprint_bytes == 0 or reading.snapshot is None:
         return out
     for gpu in sorted(set(usage) - set(svc.gpus)):
-        add("error", "wrong_gpu", f"runs on GPU {gpu}, planned on GPU(s) "
-            f"{', '.join(map(str, svc.gpus))}", gpu, "check HIP_VISIBLE_DEVICES in its unit")
+        add(
+            "error",
+            "wrong_gpu",
+            f"runs on GPU {gpu}, planned on GPU(s) {', '.join(map(str, svc.gpus))}",
+            gpu,
+            "check HIP_VISIBLE_DEVICES in its unit",
+        )
     if state == "active" and not usage:
-        add("error", "missing_process", f"no process of {unit_of(svc.name)} holds GPU memory "
-            f"on GPU(s) {', '.join(map(str, svc.gpus))}")
+        add(
+            "error",
+            "missing_process",
+            f"no process of {unit_of(svc.name)} holds GPU memory "
+            f"on GPU(s) {', '.join(map(str, svc.gpus))}",
+        )
         return out
     for gpu in svc.gpus:
         if gpu in usage:
@@ -126,15 +141,35 @@ def _memory_finding(
 ) -> list[Finding]:
     slack = tolerance(planned)
     delta = measured - planned
-    text = (f"{'GPU ' + str(gpu) if what == 'gpu' else service} uses {measured / GIB:.1f} GiB, "
-            f"planned {planned / GIB:.1f} GiB ({delta / max(planned, 1):+.0%})")
+    text = (
+        f"{'GPU ' + str(gpu) if what == 'gpu' else service} uses {measured / GIB:.1f} GiB, "
+        f"planned {planned / GIB:.1f} GiB ({delta / max(planned, 1):+.0%})"
+    )
     if delta > slack:
-        return [Finding("error", f"{what}_memory_over", text, host, gpu, service,
-                        "a neighbour on this GPU may fail to start; re-plan with the measured "
-                        "size or find what grew")]
+        return [
+            Finding(
+                "error",
+                f"{what}_memory_over",
+                text,
+                host,
+                gpu,
+                service,
+                "a neighbour on this GPU may fail to start; re-plan with the measured "
+                "size or find what grew",
+            )
+        ]
     if delta < -slack:
-        return [Finding("warning", f"{what}_memory_under", text, host, gpu, service,
-                        "still loading, or the plan over-reserves")]
+        return [
+            Finding(
+                "warning",
+                f"{what}_memory_under",
+                text,
+                host,
+                gpu,
+                service,
+                "still loading, or the plan over-reserves",
+            )
+        ]
     return []
 
 
@@ -146,13 +181,18 @@ def _unplanned(planned: PlannedHost, reading: HostReading) -> list[Finding]:
         if unit in units:
             continue
         gpus = ", ".join(map(str, proc.gpus)) or "?"
-        out.append(Finding(
-            "error", "unplanned_process",
-            f"pid {proc.pid} ({proc.name or '?'}, unit {unit or 'none'}) holds "
-            f"{(proc.vram_bytes or 0) / GIB:.1f} GiB on GPU {gpus}, not in the plan",
-            planned.name, proc.gpus[0] if len(proc.gpus) == 1 else None, None,
-            "stop it, or add it to the inventory as a service",
-        ))
+        out.append(
+            Finding(
+                "error",
+                "unplanned_process",
+                f"pid {proc.pid} ({proc.name or '?'}, unit {unit or 'none'}) holds "
+                f"{(proc.vram_bytes or 0) / GIB:.1f} GiB on GPU {gpus}, not in the plan",
+                planned.name,
+                proc.gpus[0] if len(proc.gpus) == 1 else None,
+                None,
+                "stop it, or add it to the inventory as a service",
+            )
+        )
     return out
 
 
@@ -164,32 +204,47 @@ def _check_gpus(planned: PlannedHost, reading: HostReading) -> list[Finding]:
     for gpu in planned.gpus:
         got = measured.get(gpu.index)
         if got is None:
-            out.append(Finding("error", "gpu_missing", f"GPU {gpu.index} is not visible",
-                               planned.name, gpu.index))
+            out.append(
+                Finding(
+                    "error",
+                    "gpu_missing",
+                    f"GPU {gpu.index} is not visible",
+                    planned.name,
+                    gpu.index,
+                )
+            )
             continue
         if got.vram_used_bytes is not None:
-            out += _memory_finding(planned.name, gpu.index, None,
-                                   max(got.vram_used_bytes - IDLE_GPU_BYTES, 0),
-                                   gpu.used_bytes, "gpu")
+            out += _memory_finding(
+                planned.name,
+                gpu.index,
+                None,
+                max(got.vram_used_bytes - IDLE_GPU_BYTES, 0),
+                gpu.used_bytes,
+                "gpu",
+            )
     return out
 
 
 # ---------------------------------------------------------------- views of the result
 
 
-def host_rows(planned: PlannedHost, reading: HostReading) -> list[dict[str, object]]:
+def host_rows(planned: PlannedHost, reading: HostReading) -> list[dict[str, Any]]:
     """One row per planned service: state, health, measured vs planned GiB (for tables/JSON)."""
     usage = _service_usage(planned, reading)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for svc in planned.services:
         probe = reading.probes.get(svc.name)
         measured = sum(usage.get(svc.name, {}).values())
-        rows.append({
-            "service": svc.name, "gpus": list(svc.gpus),
-            "state": reading.unit_states.get(unit_of(svc.name), "unknown"),
-            "uptime_s": round(reading.uptimes.get(unit_of(svc.name), 0.0)) or None,
-            "healthy": probe.ok if probe else None,
-            "planned_gib": round(svc.footprint_bytes * len(svc.gpus) / GIB, 2),
-            "measured_gib": round(measured / GIB, 2) if reading.snapshot else None,
-        })
+        rows.append(
+            {
+                "service": svc.name,
+                "gpus": list(svc.gpus),
+                "state": reading.unit_states.get(unit_of(svc.name), "unknown"),
+                "uptime_s": round(reading.uptimes.get(unit_of(svc.name), 0.0)) or None,
+                "healthy": probe.ok if probe else None,
+                "planned_gib": round(svc.footprint_bytes * len(svc.gpus) / GIB, 2),
+                "measured_gib": round(measured / GIB, 2) if reading.snapshot else None,
+            }
+        )
     return rows

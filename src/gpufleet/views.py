@@ -43,8 +43,14 @@ def service_colors(host: PlannedHost) -> dict[str, str]:
 
 def host_table(host: PlannedHost) -> Table:
     colors = service_colors(host)
-    table = Table(title=f"{host.name}  ({len(host.gpus)} × {host.gpu_model})", title_justify="left",
-                  expand=False, pad_edge=False, box=None, header_style="bold")
+    table = Table(
+        title=f"{host.name}  ({len(host.gpus)} × {host.gpu_model})",
+        title_justify="left",
+        expand=False,
+        pad_edge=False,
+        box=None,
+        header_style="bold",
+    )
     table.add_column("GPU", justify="right")
     table.add_column("memory (█ planned  · free)", no_wrap=True)
     table.add_column("util Σ", justify="right")
@@ -55,9 +61,12 @@ def host_table(host: PlannedHost) -> Table:
         names = Text(", ").join(Text(n, style=colors[n]) for n, _ in gpu.segments) or Text("—")
         free_style = "bold red" if gpu.free_bytes < 0 else ""
         table.add_row(
-            str(gpu.index), memory_bar(gpu, colors), f"{gpu.utilization_sum:.2f}",
+            str(gpu.index),
+            memory_bar(gpu, colors),
+            f"{gpu.utilization_sum:.2f}",
             f"{gib(gpu.used_bytes)}/{gib(gpu.total_bytes)}",
-            Text(gib(gpu.free_bytes), style=free_style), names,
+            Text(gib(gpu.free_bytes), style=free_style),
+            names,
         )
     return table
 
@@ -65,18 +74,32 @@ def host_table(host: PlannedHost) -> Table:
 def services_table(host: PlannedHost) -> Table:
     colors = service_colors(host)
     table = Table(expand=False, pad_edge=False, box=None, header_style="bold")
-    for col, justify in [("#", "right"), ("service", "left"), ("kind", "left"), ("GPUs", "left"),
-                         ("port", "right"), ("util", "right"), ("GiB/GPU", "right"),
-                         ("max len", "right"), ("KV GiB", "right"), ("KV tokens", "right"),
-                         ("conc.", "right"), ("after", "left")]:
+    for col, justify in [
+        ("#", "right"),
+        ("service", "left"),
+        ("kind", "left"),
+        ("GPUs", "left"),
+        ("port", "right"),
+        ("util", "right"),
+        ("GiB/GPU", "right"),
+        ("max len", "right"),
+        ("KV GiB", "right"),
+        ("KV tokens", "right"),
+        ("conc.", "right"),
+        ("after", "left"),
+    ]:
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for s in host.services:
-        est = s.estimate if s.estimate and not s.service.kind.value in POOLING else None
+        est = s.estimate if s.estimate and s.service.kind.value not in POOLING else None
         status = "" if s.estimate is None or s.estimate.starts else " ✗"
         table.add_row(
-            str(s.start_index + 1), Text(s.name + status, style=colors[s.name]),
-            s.service.kind.value, ",".join(map(str, s.gpus)), str(s.service.port),
-            f"{s.estimate.utilization:g}" if s.estimate else "—", gib(s.footprint_bytes),
+            str(s.start_index + 1),
+            Text(s.name + status, style=colors[s.name]),
+            s.service.kind.value,
+            ",".join(map(str, s.gpus)),
+            str(s.service.port),
+            f"{s.estimate.utilization:g}" if s.estimate else "—",
+            gib(s.footprint_bytes),
             str(s.model_len) if s.model_len else "—",
             gib(est.kv_cache_bytes) if est else "—",
             f"{est.kv_tokens:,}" if est else "—",
@@ -108,8 +131,11 @@ def show_plan(plan: Plan, console: Console) -> None:
     warnings = [f for f in plan.findings if f.severity == "warning"]
     for f in sorted(plan.findings, key=lambda f: ["error", "warning", "info"].index(f.severity)):
         console.print(finding_line(f))
-    verdict = (Text("plan has errors: fix them before deploying", style="bold red") if errors
-               else Text("plan OK: every instance fits and starts", style="bold green"))
+    verdict = (
+        Text("plan has errors: fix them before deploying", style="bold red")
+        if errors
+        else Text("plan OK: every instance fits and starts", style="bold green")
+    )
     console.print(verdict, Text(f"  ({len(errors)} errors, {len(warnings)} warnings)"))
 
 
@@ -118,16 +144,22 @@ def show_estimate(est: Estimate, console: Console, model: str) -> None:
     table.add_column("per rank", style="bold")
     table.add_column("GiB", justify="right")
     rows = [
-        ("budget (util × total)", est.budget_bytes), ("baseline outside budget", est.baseline_bytes),
-        ("weights", est.weights_bytes), ("activation peak", est.activation_bytes),
-        ("non-torch", est.non_torch_bytes), ("graphs", est.cudagraph_bytes),
-        ("KV cache", est.kv_cache_bytes), ("held on the GPU", est.used_bytes),
+        ("budget (util × total)", est.budget_bytes),
+        ("baseline outside budget", est.baseline_bytes),
+        ("weights", est.weights_bytes),
+        ("activation peak", est.activation_bytes),
+        ("non-torch", est.non_torch_bytes),
+        ("graphs", est.cudagraph_bytes),
+        ("KV cache", est.kv_cache_bytes),
+        ("held on the GPU", est.used_bytes),
     ]
     for label, value in rows:
         table.add_row(label, f"{value / GIB:.2f}")
     console.print(table)
-    console.print(f"KV tokens {est.kv_tokens:,}  max concurrency {est.max_concurrency:.2f}× at "
-                  f"max_model_len {est.max_model_len}")
+    console.print(
+        f"KV tokens {est.kv_tokens:,}  max concurrency {est.max_concurrency:.2f}× at "
+        f"max_model_len {est.max_model_len}"
+    )
     if est.starts:
         console.print(Text("starts", style="bold green"))
     else:
@@ -135,5 +167,7 @@ def show_estimate(est: Estimate, console: Console, model: str) -> None:
     if est.max_model_len_fit is not None:
         console.print(f"largest max_model_len at this utilization: {est.max_model_len_fit}")
     if est.min_util_for_max_model_len is not None:
-        console.print(f"smallest utilization for max_model_len {est.max_model_len}: "
-                      f"{est.min_util_for_max_model_len:.2f}")
+        console.print(
+            f"smallest utilization for max_model_len {est.max_model_len}: "
+            f"{est.min_util_for_max_model_len:.2f}"
+        )

@@ -40,12 +40,15 @@ def _walk(node: yaml.Node, path: Path_, out: dict[Path_, tuple[int, int]], name:
             if key in result:
                 line = key_node.start_mark.line + 1
                 raise InputError(
-                    f"duplicate key {key!r}", where=f"{name}:{line}:{key_node.start_mark.column + 1}",
+                    f"duplicate key {key!r}",
+                    where=f"{name}:{line}:{key_node.start_mark.column + 1}",
                     hint="each key may appear once in a mapping; remove or merge the repeats",
                 )
             result[key] = _walk(value_node, (*path, key), out, name)
-            out[(*path, key, "<key>")] = (key_node.start_mark.line + 1,
-                                          key_node.start_mark.column + 1)
+            out[(*path, key, "<key>")] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_walk(item, (*path, i), out, name) for i, item in enumerate(node.value)]
@@ -70,7 +73,8 @@ def load_text(text: str, filename: str) -> Located:
         mark = exc.problem_mark
         where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
         raise InputError(
-            f"not valid YAML: {exc.problem or exc}", where=where,
+            f"not valid YAML: {exc.problem or exc}",
+            where=where,
             hint="check indentation and quoting near that line",
         ) from None
     if root is None:

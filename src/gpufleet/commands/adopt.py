@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from gpufleet import inventory
-from gpufleet.adopt import read_vllm_processes, service_from_argv, serve_args, service_name
+from gpufleet.adopt import read_vllm_processes, serve_args, service_from_argv, service_name
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.inventory import Fleet, Host
@@ -18,11 +18,15 @@ from gpufleet.remote import HostUnreachable, Session, SshTarget
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    p = sub.add_parser("import", help="write inventory YAML from the vLLM services on a host",
-                       description=__doc__)
+    p = sub.add_parser(
+        "import", help="write inventory YAML from the vLLM services on a host", description=__doc__
+    )
     p.add_argument("host", metavar="HOST", help="host name (and address unless --address)")
-    p.add_argument("--inventory", metavar="INVENTORY",
-                   help="take the host's SSH settings and fleet defaults from this inventory")
+    p.add_argument(
+        "--inventory",
+        metavar="INVENTORY",
+        help="take the host's SSH settings and fleet defaults from this inventory",
+    )
     p.add_argument("--address", help="address to connect to (default: HOST)")
     p.add_argument("--user", default="root")
     p.add_argument("--port", type=int, default=22)
@@ -37,8 +41,9 @@ def _target(args: argparse.Namespace) -> tuple[SshTarget, Fleet, Host]:
     if args.inventory:
         inv = inventory.load(args.inventory)
         if args.host not in inv.hosts:
-            raise InputError(f"no host {args.host!r} in {args.inventory}",
-                             hint=f"hosts: {', '.join(inv.hosts)}")
+            raise InputError(
+                f"no host {args.host!r} in {args.inventory}", hint=f"hosts: {', '.join(inv.hosts)}"
+            )
         host, fleet = inv.hosts[args.host], inv.fleet
     else:
         host = Host(address=args.address or args.host, ssh_user=args.user, ssh_port=args.port)
@@ -55,12 +60,15 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     except HostUnreachable as exc:
         env.error(str(exc))
         return ExitStatus.FINDINGS
-    services = [service_from_argv(r.argv, r.env, service_name(r.unit, serve_args(r.argv)[0]))
-                for r in found]
+    services = [
+        service_from_argv(r.argv, r.env, service_name(r.unit, serve_args(r.argv)[0])) for r in found
+    ]
     doc = inventory_doc(args.host, fleet, host, services)
     text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
-    header = (f"# Imported from {args.host} by `gpufleet import`: {len(services)} vLLM service(s).\n"
-              "# Review it, add secrets references, then `gpufleet plan` it.\n")
+    header = (
+        f"# Imported from {args.host} by `gpufleet import`: {len(services)} vLLM service(s).\n"
+        "# Review it, add secrets references, then `gpufleet plan` it.\n"
+    )
     if args.out:
         Path(args.out).write_text(header + text, encoding="utf-8")
         env.err.print(f"wrote {args.out} ({len(services)} services)")
@@ -69,8 +77,9 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     return ExitStatus.OK
 
 
-def inventory_doc(name: str, fleet: Fleet, host: Host, services: list[dict[str, Any]]
-                  ) -> dict[str, Any]:
+def inventory_doc(
+    name: str, fleet: Fleet, host: Host, services: list[dict[str, Any]]
+) -> dict[str, Any]:
     fleet_doc = fleet.model_dump(exclude_defaults=True, exclude={"secrets"})
     fleet_doc.setdefault("name", fleet.name)
     host_doc = host.model_dump(exclude_defaults=True, exclude={"services"})

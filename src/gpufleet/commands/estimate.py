@@ -13,11 +13,17 @@ from gpufleet.models import find_model, load_model_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    p = sub.add_parser("estimate", help="estimate one vLLM instance's memory and startup checks",
-                       description=__doc__)
+    p = sub.add_parser(
+        "estimate",
+        help="estimate one vLLM instance's memory and startup checks",
+        description=__doc__,
+    )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", metavar="PATH",
-                     help="folder holding config.json (and optionally model.safetensors.index.json)")
+    src.add_argument(
+        "--config",
+        metavar="PATH",
+        help="folder holding config.json (and optionally model.safetensors.index.json)",
+    )
     src.add_argument("--model", metavar="ID", help="model id from the catalog or the HF cache")
     gpu = p.add_mutually_exclusive_group()
     gpu.add_argument("--gpu", metavar="NAME", default=None, help="GPU model (default mi300x)")
@@ -53,15 +59,26 @@ def _check_ranges(args: argparse.Namespace) -> None:
 def spec_from_args(args: argparse.Namespace) -> InstanceSpec:
     _check_ranges(args)
     facts = load_model_dir(args.config) if args.config else find_model(args.model)
-    total = (int(args.gpu_mem_gib * GIB) if args.gpu_mem_gib
-             else gpu_model(args.gpu or "mi300x").total_bytes)
+    total = (
+        int(args.gpu_mem_gib * GIB)
+        if args.gpu_mem_gib
+        else gpu_model(args.gpu or "mi300x").total_bytes
+    )
     return InstanceSpec(
-        facts=facts, gpu_total_bytes=total, gpu_memory_utilization=args.util,
-        tensor_parallel_size=args.tp, pipeline_parallel_size=args.pp, dtype=args.dtype,
-        quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
-        max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.enforce_eager,
-        kv_cache_memory_bytes=args.kv_cache_memory_bytes, vllm_version=args.vllm_version,
+        facts=facts,
+        gpu_total_bytes=total,
+        gpu_memory_utilization=args.util,
+        tensor_parallel_size=args.tp,
+        pipeline_parallel_size=args.pp,
+        dtype=args.dtype,
+        quantization=args.quantization,
+        kv_cache_dtype=args.kv_cache_dtype,
+        max_model_len=args.max_model_len,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        enforce_eager=args.enforce_eager,
+        kv_cache_memory_bytes=args.kv_cache_memory_bytes,
+        vllm_version=args.vllm_version,
     )
 
 
@@ -72,17 +89,27 @@ def estimate_dict(est: Estimate, spec: InstanceSpec) -> dict[str, object]:
         return round(v / GIB, 3)
 
     return {
-        "model": spec.facts.model_id, "vllm_version": spec.vllm_version,
-        "gpu_total_gib": g(spec.gpu_total_bytes), "gpu_memory_utilization": est.utilization,
+        "model": spec.facts.model_id,
+        "vllm_version": spec.vllm_version,
+        "gpu_total_gib": g(spec.gpu_total_bytes),
+        "gpu_memory_utilization": est.utilization,
         "tensor_parallel_size": spec.tensor_parallel_size,
         "pipeline_parallel_size": spec.pipeline_parallel_size,
-        "starts": est.starts, "error_kind": est.error_kind, "error": est.error,
-        "budget_gib": g(est.budget_bytes), "baseline_gib": g(est.baseline_bytes),
-        "weights_gib": g(est.weights_bytes), "activation_gib": g(est.activation_bytes),
-        "cudagraph_gib": g(est.cudagraph_bytes), "non_kv_gib": g(est.non_kv_bytes),
-        "kv_cache_gib": g(est.kv_cache_bytes), "kv_tokens": est.kv_tokens,
-        "max_concurrency": est.max_concurrency, "used_gib": g(est.used_bytes),
-        "max_model_len": est.max_model_len, "max_model_len_fit": est.max_model_len_fit,
+        "starts": est.starts,
+        "error_kind": est.error_kind,
+        "error": est.error,
+        "budget_gib": g(est.budget_bytes),
+        "baseline_gib": g(est.baseline_bytes),
+        "weights_gib": g(est.weights_bytes),
+        "activation_gib": g(est.activation_bytes),
+        "cudagraph_gib": g(est.cudagraph_bytes),
+        "non_kv_gib": g(est.non_kv_bytes),
+        "kv_cache_gib": g(est.kv_cache_bytes),
+        "kv_tokens": est.kv_tokens,
+        "max_concurrency": est.max_concurrency,
+        "used_gib": g(est.used_bytes),
+        "max_model_len": est.max_model_len,
+        "max_model_len_fit": est.max_model_len_fit,
         "min_util_for_max_model_len": est.min_util_for_max_model_len,
     }
 

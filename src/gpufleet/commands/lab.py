@@ -62,7 +62,7 @@ def _log_to(env: Environment) -> Iterator[None]:
 
     class _Handler(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            env.err.print(f"[dim]lab:[/] {record.getMessage()}", markup=True, highlight=False)
+            env.err.print(f"[dim]{record.getMessage()}[/]", markup=True, highlight=False)
 
     logger = logging.getLogger("gpufleet.lab")
     handler, old_level = _Handler(logging.INFO), logger.level

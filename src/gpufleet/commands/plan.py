@@ -13,8 +13,11 @@ from gpufleet.views import show_plan
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    p = sub.add_parser("plan", help="plan GPU memory for every instance and GPU; report findings",
-                       description=__doc__)
+    p = sub.add_parser(
+        "plan",
+        help="plan GPU memory for every instance and GPU; report findings",
+        description=__doc__,
+    )
     p.add_argument("inventory", metavar="INVENTORY", help="placement inventory YAML")
     p.add_argument("--host", help="plan only this host")
     p.add_argument("--json", action="store_true", help="print the plan as JSON (see README)")

@@ -22,8 +22,9 @@ STATE_STYLE = {"active": "green", "activating": "yellow", "failed": "bold red"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    p = sub.add_parser("status", help="one screen: every service's state, health and memory",
-                       description=__doc__)
+    p = sub.add_parser(
+        "status", help="one screen: every service's state, health and memory", description=__doc__
+    )
     p.add_argument("inventory", metavar="INVENTORY")
     p.add_argument("--host", help="only this host")
     p.add_argument("--json", action="store_true")
@@ -37,8 +38,11 @@ def uptime(seconds: object) -> str:
     if not isinstance(seconds, int | float) or not seconds:
         return "—"
     s = int(seconds)
-    return f"{s // 86400}d{s % 86400 // 3600}h" if s >= 86400 else (
-        f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s")
+    return (
+        f"{s // 86400}d{s % 86400 // 3600}h"
+        if s >= 86400
+        else (f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s")
+    )
 
 
 def status_table(host: PlannedHost, reading: HostReading) -> Table:
@@ -49,8 +53,9 @@ def status_table(host: PlannedHost, reading: HostReading) -> Table:
         table.add_row("", Text(reading.error, style="bold red"), "", "", "", "")
         return table
     rows = {r["service"]: r for r in host_rows(host, reading)}
-    measured = {g.index: g.vram_used_bytes for g in reading.snapshot.gpus} if reading.snapshot \
-        else {}
+    measured = (
+        {g.index: g.vram_used_bytes for g in reading.snapshot.gpus} if reading.snapshot else {}
+    )
     for gpu in host.gpus:
         got = measured.get(gpu.index)
         gpu_label = f"{gpu.index}  {(got or 0) / GIB:.0f}/{gpu.used_bytes / GIB:.0f} GiB"
@@ -60,24 +65,33 @@ def status_table(host: PlannedHost, reading: HostReading) -> Table:
                 table.add_row(gpu_label, "—", "", "", "", "")
                 continue
             state = str(row["state"])
-            health = {True: Text("ok", "green"), False: Text("FAIL", "bold red")}.get(
-                row["healthy"], Text("—"))  # type: ignore[arg-type]
-            table.add_row(gpu_label if i == 0 else "", name,
-                          Text(state, STATE_STYLE.get(state, "yellow")), uptime(row["uptime_s"]),
-                          health, f"{row['measured_gib']}/{row['planned_gib']}")
+            health = {True: Text("ok", "green"), False: Text("FAIL", "bold red"), None: Text("—")}[
+                row["healthy"]
+            ]
+            table.add_row(
+                gpu_label if i == 0 else "",
+                name,
+                Text(state, STATE_STYLE.get(state, "yellow")),
+                uptime(row["uptime_s"]),
+                health,
+                f"{row['measured_gib']}/{row['planned_gib']}",
+            )
     return table
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     plan = build_plan(inventory.load(args.inventory), only_host=args.host)
-    readings = read_fleet(plan, ssh_key=args.ssh_key, known_hosts=args.known_hosts,
-                          full_probe=not args.quick)
+    readings = read_fleet(
+        plan, ssh_key=args.ssh_key, known_hosts=args.known_hosts, full_probe=not args.quick
+    )
     if args.json:
-        env.write_json(json.dumps({"hosts": [host_dict(h, readings[h.name])
-                                             for h in plan.hosts]}, indent=2))
+        env.write_json(
+            json.dumps({"hosts": [host_dict(h, readings[h.name]) for h in plan.hosts]}, indent=2)
+        )
     else:
         for h in plan.hosts:
             env.out.print(status_table(h, readings[h.name]))
-    bad = any(r.error or any(s != "active" for s in r.unit_states.values())
-              for r in readings.values())
+    bad = any(
+        r.error or any(s != "active" for s in r.unit_states.values()) for r in readings.values()
+    )
     return ExitStatus.FINDINGS if bad else ExitStatus.OK

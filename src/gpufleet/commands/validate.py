@@ -20,14 +20,20 @@ from gpufleet.views import finding_line
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    p = sub.add_parser("validate", help="check the running fleet against the plan",
-                       description=__doc__)
+    p = sub.add_parser(
+        "validate", help="check the running fleet against the plan", description=__doc__
+    )
     p.add_argument("inventory", metavar="INVENTORY")
     p.add_argument("--host", help="validate only this host")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--smi", action="append", default=[], metavar="HOST=FILE",
-                   help="offline: validate saved rocm-smi/amd-smi output instead of SSH "
-                        "(repeat for several files or hosts)")
+    p.add_argument(
+        "--smi",
+        action="append",
+        default=[],
+        metavar="HOST=FILE",
+        help="offline: validate saved rocm-smi/amd-smi output instead of SSH "
+        "(repeat for several files or hosts)",
+    )
     add_ssh_args(p)
     p.set_defaults(func=run)
     return p
@@ -35,8 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
 
 def add_ssh_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ssh-key", metavar="PATH", help="private key (default: fleet.ssh_key/agent)")
-    p.add_argument("--known-hosts", metavar="PATH",
-                   help="known_hosts to check host keys against (strict)")
+    p.add_argument(
+        "--known-hosts", metavar="PATH", help="known_hosts to check host keys against (strict)"
+    )
 
 
 def offline_readings(plan: Plan, specs: list[str]) -> dict[str, HostReading]:
@@ -46,8 +53,10 @@ def offline_readings(plan: Plan, specs: list[str]) -> dict[str, HostReading]:
         if not sep or not path:
             raise InputError(f"--smi {spec!r}: expected HOST=FILE")
         if host not in {h.name for h in plan.hosts}:
-            raise InputError(f"--smi {spec!r}: no host {host!r} in the plan",
-                             hint=f"hosts: {', '.join(h.name for h in plan.hosts)}")
+            raise InputError(
+                f"--smi {spec!r}: no host {host!r} in the plan",
+                hint=f"hosts: {', '.join(h.name for h in plan.hosts)}",
+            )
         files.setdefault(host, []).append(path)
     try:
         return {h: reading_from_files(h, paths) for h, paths in files.items()}
@@ -67,33 +76,56 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         findings = [f for f in findings if f.code not in OFFLINE_BLIND]
     ok = not any(f.severity == "error" for f in findings)
     if args.json:
-        env.write_json(json.dumps({
-            "ok": ok,
-            "hosts": [host_dict(h, readings[h.name]) for h in plan.hosts],
-            "findings": [f.to_dict() for f in findings],
-        }, indent=2))
+        env.write_json(
+            json.dumps(
+                {
+                    "ok": ok,
+                    "hosts": [host_dict(h, readings[h.name]) for h in plan.hosts],
+                    "findings": [f.to_dict() for f in findings],
+                },
+                indent=2,
+            )
+        )
     else:
         for h in plan.hosts:
             env.out.print(host_table(h, readings[h.name]))
         for f in findings:
             env.out.print(finding_line(f))
-        env.out.print(Text("validation passed", style="bold green") if ok
-                      else Text("validation failed", style="bold red"))
+        env.out.print(
+            Text("validation passed", style="bold green")
+            if ok
+            else Text("validation failed", style="bold red")
+        )
     return ExitStatus.OK if ok else ExitStatus.FINDINGS
 
 
 # without SSH there is no cgroup map, unit state or probe: only memory per GPU can be checked
-OFFLINE_BLIND = {"service_down", "missing_process", "unplanned_process", "service_unhealthy",
-                 "service_memory_over", "service_memory_under", "wrong_gpu"}
+OFFLINE_BLIND = {
+    "service_down",
+    "missing_process",
+    "unplanned_process",
+    "service_unhealthy",
+    "service_memory_over",
+    "service_memory_under",
+    "wrong_gpu",
+}
 
 
 def host_dict(host: PlannedHost, reading: HostReading) -> dict[str, object]:
     measured = {g.index: g for g in reading.snapshot.gpus} if reading.snapshot else {}
     return {
-        "name": host.name, "error": reading.error,
-        "gpus": [{"index": g.index, "planned_gib": round(g.used_bytes / GIB, 2),
-                  "measured_gib": _gib(measured[g.index].vram_used_bytes)
-                  if g.index in measured else None} for g in host.gpus],
+        "name": host.name,
+        "error": reading.error,
+        "gpus": [
+            {
+                "index": g.index,
+                "planned_gib": round(g.used_bytes / GIB, 2),
+                "measured_gib": _gib(measured[g.index].vram_used_bytes)
+                if g.index in measured
+                else None,
+            }
+            for g in host.gpus
+        ],
         "services": host_rows(host, reading),
     }
 
@@ -111,7 +143,12 @@ def host_table(host: PlannedHost, reading: HostReading) -> Table:
         return table
     for row in host_rows(host, reading):
         healthy = {True: Text("yes", "green"), False: Text("NO", "bold red"), None: Text("—")}
-        table.add_row(str(row["service"]), ",".join(map(str, row["gpus"])),  # type: ignore[call-overload]
-                      str(row["state"]), healthy[row["healthy"]],  # type: ignore[index]
-                      f"{row['planned_gib']}", f"{row['measured_gib']}")
+        table.add_row(
+            str(row["service"]),
+            ",".join(map(str, row["gpus"])),  # type: ignore[call-overload]
+            str(row["state"]),
+            healthy[row["healthy"]],  # type: ignore[index]
+            f"{row['planned_gib']}",
+            f"{row['measured_gib']}",
+        )
     return table

@@ -70,8 +70,9 @@ def bases_in_use() -> set[Path]:
 
 
 @contextmanager
-def _cache_lock(cfg: LabConfig) -> Iterator[None]:
-    """Serialise base builds between processes (parallel test runs share the cache)."""
+def cache_lock(cfg: LabConfig) -> Iterator[None]:
+    """Serialise cache writers between processes (parallel test runs share the cache): base
+    builds, the mirror's GPG key and debs, and signing (which shares one gpg-agent)."""
     cfg.cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cfg.cache_dir / ".lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -84,7 +85,7 @@ def _cache_lock(cfg: LabConfig) -> Iterator[None]:
 def build_base(cfg: LabConfig, *, force: bool = False) -> Path:
     """Return the base for cfg's package set, building it (atomically) when missing or forced."""
     target = base_dir(cfg)
-    with _cache_lock(cfg):
+    with cache_lock(cfg):
         if is_valid(target) and not force:
             return target
         if target.exists() and target in bases_in_use():
@@ -110,9 +111,13 @@ def _remove_stale_builds(cfg: LabConfig) -> None:
 
 
 def _prune_unused_bases(cfg: LabConfig, keep: Path) -> None:
+    # An hour's grace: another lab may have just built its base and not mounted it yet.
     used = bases_in_use()
     for old in cfg.cache_dir.glob("base-*"):
-        if old != keep and old.is_dir() and old not in used and not old.name.endswith(".tmp"):
+        marker = old / MARKER
+        if old == keep or old in used or not marker.is_file():
+            continue
+        if time.time() - marker.stat().st_mtime > 3600:
             log.info("removing unused base %s", old)
             shutil.rmtree(old, ignore_errors=True)
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from gpufleet.lab import procs
-from gpufleet.lab.base import installed_packages
+from gpufleet.lab.base import cache_lock, installed_packages
 from gpufleet.lab.config import LabConfig
 from gpufleet.lab.sh import LabError, log, run, write
 
@@ -91,7 +91,10 @@ def fetch_debs(cfg: LabConfig, base: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     log.info("apt-get download %s", " ".join(wanted))
-    run(["apt-get", "download", "-qq", *wanted], cwd=tmp, timeout=300)
+    if run(["apt-get", "download", "-qq", *wanted], cwd=tmp, timeout=300, check=False).returncode:
+        # stale lists name versions the Debian mirror no longer has: refresh once, retry
+        run(["apt-get", "-o", "DPkg::Lock::Timeout=120", "update", "-qq"], timeout=300)
+        run(["apt-get", "download", "-qq", *wanted], cwd=tmp, timeout=300)
     (tmp / ".complete").write_text("\n".join(wanted) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -100,6 +103,11 @@ def fetch_debs(cfg: LabConfig, base: Path) -> Path:
 
 def build_repo(cfg: LabConfig, base: Path) -> Path:
     """Lay out and sign the repos under <run_dir>/www; returns that dir."""
+    with cache_lock(cfg):
+        return _build_repo(cfg, base)
+
+
+def _build_repo(cfg: LabConfig, base: Path) -> Path:
     ensure_signing_key(cfg)
     debs = fetch_debs(cfg, base)
     www = cfg.run_dir / "www"

@@ -1,0 +1,514 @@
+"""How well gpufleet's memory stage reproduces what vLLM printed in real, public cases.
+
+    python benchmarks/planner_accuracy.py --cases ../shared/data/vllm_cases.yaml \
+        --configs ../shared/data/hf-configs [--json]
+
+Each case (format of vllm_cases.yaml: model, GPU, flags -> what vLLM printed) is turned into an
+`InstanceSpec` and run through `gpufleet.memory.estimate`. Rules, in the order they are applied
+(the first one that fails names the skip reason):
+
+* kind: `ok`, `error_kv`, `error_nomem`, `error_free` and `colocation` have an outcome the memory
+  stage decides; `oom` (a CUDA OOM after the checks), `observed_usage` (nvidia-smi numbers only)
+  and `exotic_kv` (KV layouts gpufleet does not model exactly) are skipped.
+* model: the first word of `model` is the id; `<org>--<name>/config.json` in --configs, else
+  gpufleet's catalog / HF cache. A bare family name ("TinyLlama") resolves when exactly one
+  folder's model name starts with it. A model qualified as a "variant" or "not in excerpt" is
+  not identified; a quantized checkpoint whose config.json lacks `quantization_config`, a
+  config that gpufleet cannot read, and a model whose KV numbers are only a bound
+  (`ModelFacts.kv_caveat`) are skipped.
+* GPU: `gpu_mem_gib`, else the `gpu` string through GPU_TOTALS (values printed in the cases).
+* version: `vllm_version`, else the comment on that line (`~v0.6.4`, `v0.2.5`), else the month
+  of the comment or of the source's date through RELEASES; a comment or env that names the
+  engine (V0 / V1, VLLM_USE_V1=1) moves the version into that engine's range, because memory.py
+  selects V0 behaviour by version (< 0.8).
+* co-location: every instance must be listed ("A (util x) + B (util y)", "A then B",
+  "X (2 instances)" with "u1 / u2"); instances start one after another, each seeing what the
+  earlier ones left free. Concurrent starts are not modelled.
+* outcome: error kinds fail; `ok` starts unless the record also shows an error (then the case
+  counts for the KV numbers only); co-location fails when the record shows an error.
+
+Exit status 0 (also when targets are missed); 2 for an invalid case file or folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpufleet.errors import GpufleetError
+from gpufleet.memory import (
+    GIB,
+    Estimate,
+    InstanceSpec,
+    baseline_bytes,
+    estimate,
+    parse_version,
+    with_free_memory,
+)
+from gpufleet.models import ModelFacts, find_model, load_model_dir
+
+RUN_KINDS = ("ok", "error_kv", "error_nomem", "error_free", "colocation")
+SKIP_KINDS = {
+    "oom": "outcome is a CUDA OOM after the startup checks",
+    "observed_usage": "only nvidia-smi/rocm-smi usage reported",
+    "exotic_kv": "KV layout not modelled exactly (exotic_kv)",
+}
+DEFAULT_BLOCK = 16
+
+# Device totals (GiB, as cudaMemGetInfo / hipMemGetInfo report them), first match wins.
+GPU_TOTALS: tuple[tuple[str, float, str], ...] = (
+    (r"mi300x", 191.98, "facts §1/§5 (vllm-53961 prints 191.98)"),
+    (r"h100", 79.10, "facts §1 (~79.1 GiB)"),
+    (r"\bh20\b", 95.0, "vllm-51041 (95)"),
+    (r"a100.*80 ?gb|a100-80", 79.25, "A100-80G prints 79.15-79.32 (10533, kvcached-29/110, omni)"),
+    (r"a100.*40 ?gb|a100-40", 39.38, "vllm-16570 (39.38)"),
+    (r"l40s", 44.42, "vllm-15815 (44.42)"),
+    (r"3090", 23.58, "vllm-10517, vllm-14447 (23.58)"),
+    (r"4090", 23.55, "vllm-13061: 0.98*T - 13.95 - 0.25 - 0.19 = 8.69 -> T = 23.55"),
+    (r"a6000|6000 ada", 47.50, "48 GB GDDR6 cards; torch reports 47.5 GiB"),
+    (r"\bt4\b", 14.58, "T4 16 GB; torch reports 14.58 GiB"),
+    (r"\ba10g?\b", 21.99, "vllm-4242 (23609475072 B)"),
+    (r"\bl4\b", 22.05, "pytorch-175666 (22.05)"),
+)
+
+# Month -> the vLLM release current then; only used when a case gives no version at all.
+RELEASES: dict[str, str] = {
+    "2023-09": "0.2.0", "2023-10": "0.2.0", "2023-11": "0.2.2", "2023-12": "0.2.5",
+    "2024-01": "0.2.7", "2024-02": "0.3.1", "2024-03": "0.3.3", "2024-04": "0.4.1",
+    "2024-05": "0.4.2", "2024-06": "0.5.0", "2024-07": "0.5.2", "2024-08": "0.5.4",
+    "2024-09": "0.6.1", "2024-10": "0.6.3", "2024-11": "0.6.4", "2024-12": "0.6.5",
+    "2025-01": "0.7.0", "2025-02": "0.7.2", "2025-03": "0.8.0", "2025-04": "0.8.4",
+    "2025-05": "0.9.0", "2025-06": "0.9.1", "2025-07": "0.9.2", "2025-08": "0.10.1",
+    "2025-09": "0.10.2", "2025-10": "0.11.0", "2025-11": "0.11.1", "2025-12": "0.12.0",
+    "2026-01": "0.14.0", "2026-02": "0.15.0", "2026-03": "0.17.0", "2026-04": "0.19.0",
+    "2026-05": "0.21.0", "2026-06": "0.22.0", "2026-07": "0.25.0", "2026-08": "0.27.0",
+}  # fmt: skip
+MONTHS = {m: i + 1 for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}
+V0_LAST, V1_FIRST = "0.7.3", "0.8.0"  # memory.is_v0: V0 below 0.8 (V1 default since 0.8.0)
+FALLBACK_VERSION = "0.11.0"
+
+
+class CaseFileError(Exception):
+    """The case file or the config folder cannot be used at all (exit 2)."""
+
+
+class Skip(Exception):
+    """This case cannot be run; the message is the reason (counted in the summary)."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    facts: ModelFacts
+    util: float | None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    case_id: str
+    instances: tuple[Instance, ...]
+    base: InstanceSpec  # the settings shared by the instances (facts of the first)
+    starts: bool | None  # None: outcome unclear, KV numbers only
+    kv_gib: tuple[float, ...]  # reported available KV per instance ('a / b'), may be empty
+    tokens: int | None
+    version: str
+
+
+@dataclass
+class Result:
+    case_id: str
+    predicted_starts: bool
+    actual_starts: bool | None
+    error_kind: str | None
+    kv_gib: float
+    reported_kv_gib: float | None
+    kv_error_pct_budget: float | None
+    tokens: int
+    reported_tokens: int | None
+    tokens_error_pct: float | None
+    version: str
+    estimates: list[Estimate] = field(default_factory=list)
+
+    @property
+    def correct(self) -> bool | None:
+        if self.actual_starts is None:
+            return None
+        return self.predicted_starts == self.actual_starts
+
+
+# ---------------------------------------------------------------- reading the case file
+
+
+def load_cases(path: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The cases, and the comment written on each case's `vllm_version` line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except OSError as e:
+        raise CaseFileError(f"{path}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise CaseFileError(f"{path}: not valid YAML: {e}") from None
+    cases = data.get("cases") if isinstance(data, dict) else None
+    if not isinstance(cases, list) or not all(isinstance(c, dict) and "id" in c for c in cases):
+        raise CaseFileError(f"{path}: expected a mapping with `cases:`, a list of records with `id`")
+    return cases, version_comments(text)
+
+
+def version_comments(text: str) -> dict[str, str]:
+    comments: dict[str, str] = {}
+    case_id = None
+    for line in text.splitlines():
+        if m := re.match(r"\s*- id:\s*(\S+)", line):
+            case_id = m.group(1)
+        elif case_id and re.match(r"\s*vllm_version:", line) and "#" in line:
+            comments[case_id] = line.split("#", 1)[1].strip()
+    return comments
+
+
+# ---------------------------------------------------------------- turning a case into specs
+
+
+def gpu_total_gib(case: dict[str, Any]) -> float:
+    if isinstance(case.get("gpu_mem_gib"), int | float):
+        return float(case["gpu_mem_gib"])
+    name = str(case.get("gpu") or "").lower()
+    for pattern, gib, _source in GPU_TOTALS:
+        if re.search(pattern, name):
+            return gib
+    raise Skip("GPU total unknown")
+
+
+def infer_version(case: dict[str, Any], comment: str) -> str:
+    """The version to run a case as (rule in the module doc string)."""
+    version = _version_text(str(case.get("vllm_version") or ""))
+    version = version or _version_text(comment) or _version_by_date(comment, case)
+    version = version or FALLBACK_VERSION
+    env = json.dumps(case.get("settings") or {})
+    if re.search(r"\bV0\b", comment) and parse_version(version) >= parse_version(V1_FIRST):
+        return V0_LAST
+    v1 = re.search(r"\bV1\b", comment) or "VLLM_USE_V1=1" in env
+    if v1 and parse_version(version) < parse_version(V1_FIRST):
+        return V1_FIRST
+    return version
+
+
+def _version_text(text: str) -> str | None:
+    m = re.search(r"(?:^|~v|\bv)(\d+\.\d+)(\.\d+|\.x)?", text)
+    if not m:
+        return None
+    return m.group(1) + (m.group(2) if m.group(2) and m.group(2) != ".x" else ".0")
+
+
+def _version_by_date(comment: str, case: dict[str, Any]) -> str | None:
+    m = re.search(r"\b(20\d\d)-(\d\d)\b", comment) or re.search(
+        r"\b(20\d\d)-(\d\d)-\d\d\b", str(case.get("source") or ""))
+    month = f"{m.group(1)}-{m.group(2)}" if m else None
+    if month is None and (w := re.search(r"\b([A-Z][a-z]+)\w* (20\d\d)\b", comment)):
+        number = MONTHS.get(w.group(1)[:3].lower())
+        month = f"{w.group(2)}-{number:02d}" if number else None
+    return RELEASES.get(month) if month else None
+
+
+def resolve_model(name: str, configs: Path) -> ModelFacts:
+    words = name.split()
+    if not words:
+        raise Skip("no model")
+    if re.search(r"variant|not in excerpt|not stated", name):
+        raise Skip("model checkpoint not identified")
+    model_id = words[0]
+    folder = _config_folder(model_id, configs)
+    try:
+        if folder is not None:
+            return load_model_dir(folder, model_id)
+        return find_model(model_id)
+    except GpufleetError as e:
+        if folder is None:
+            raise Skip("no config.json for the model") from None
+        raise Skip(f"config.json unusable ({getattr(e, 'what', e)})") from None
+    except OSError:
+        raise Skip("no config.json for the model") from None
+
+
+def _config_folder(model_id: str, configs: Path) -> Path | None:
+    if "/" in model_id:
+        folder = configs / model_id.replace("/", "--", 1)
+        return folder if (folder / "config.json").is_file() else None
+    hits = [
+        d for d in configs.iterdir()
+        if (d / "config.json").is_file()
+        and d.name.split("--", 1)[-1].lower().startswith(model_id.lower())
+    ]
+    return hits[0] if len(hits) == 1 else None
+
+
+def instances_of(case: dict[str, Any], configs: Path) -> tuple[Instance, ...]:
+    text = str(case.get("model") or "")
+    parts = re.split(r"\s+(?:\+|then)\s+", text)
+    utils = _utils(case.get("gpu_memory_utilization"))
+    count = re.search(r"\((\d+) instances\)", text)
+    if count:
+        parts = [parts[0]] * int(count.group(1))
+    if case.get("kind") == "colocation" and len(parts) < 2:
+        raise Skip("co-location: the other instances are not described")
+    if len(utils) == 1:
+        utils = utils * len(parts)
+    if len(utils) not in (0, len(parts)):
+        raise Skip("co-location: one utilization per instance needed")
+    found = []
+    for i, part in enumerate(parts):
+        m = re.search(r"\(util ([\d.]+)\)", part)
+        util = float(m.group(1)) if m else (utils[i] if utils else None)
+        found.append(Instance(resolve_model(re.sub(r"\(util [\d.]+\)", "", part), configs), util))
+    return tuple(found)
+
+
+def _utils(value: Any) -> list[float]:
+    if value is None:
+        return []
+    try:
+        return [float(v) for v in str(value).split("/")]
+    except ValueError:
+        raise Skip(f"utilization '{value}' not understood") from None
+
+
+def check_quantization(case: dict[str, Any], facts: ModelFacts) -> str | None:
+    """The quantization to pass: the checkpoint's own (None) or online fp8."""
+    stated = str(case.get("quantization") or "").split(" ")[0].lower()
+    if not stated or stated in ("none", "null"):
+        return None
+    if facts.checkpoint_quantization:
+        return None
+    if stated == "fp8" and "checkpoint" not in str(case.get("quantization")):
+        return "fp8"
+    raise Skip("quantized checkpoint but its config.json has no quantization_config")
+
+
+def outcome(case: dict[str, Any]) -> bool | None:
+    error = (case.get("reported") or {}).get("error")
+    kind = case.get("kind")
+    if kind in ("ok", "colocation"):
+        return None if (error and kind == "ok") else not error
+    return False
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def prepare(case: dict[str, Any], configs: Path, comment: str) -> Prepared:
+    kind = case.get("kind")
+    if kind in SKIP_KINDS:
+        raise Skip(SKIP_KINDS[kind])
+    if kind not in RUN_KINDS:
+        raise Skip(f"unknown kind '{kind}'")
+    if "simultaneous" in case.get("id", "") or "at once" in str(case.get("notes")):
+        raise Skip("concurrent start not modelled")
+    instances = instances_of(case, configs)
+    if any(i.facts.kv_caveat for i in instances):
+        raise Skip("KV layout not modelled exactly (model caveat)")
+    total = gpu_total_gib(case)
+    version = infer_version(case, comment)
+    base = base_spec(case, instances[0], total, version)
+    reported = case.get("reported") or {}
+    return Prepared(
+        case["id"], instances, base, outcome(case), _kv_values(reported.get("available_kv_gib")),
+        _tokens(reported, case), version,
+    )
+
+
+def base_spec(case: dict[str, Any], first: Instance, total: float, version: str) -> InstanceSpec:
+    settings = case.get("settings") or {}
+    reported = case.get("reported") or {}
+    block = settings.get("block_size") or reported.get("block_size") or DEFAULT_BLOCK
+    return InstanceSpec(
+        facts=first.facts, gpu_total_bytes=int(total * GIB), gpu_memory_utilization=first.util,
+        tensor_parallel_size=int(case.get("tp") or 1),
+        dtype=case.get("dtype") or "auto",
+        quantization=check_quantization(case, first.facts),
+        kv_cache_dtype=case.get("kv_cache_dtype") or "auto",
+        max_model_len=case.get("max_model_len"),
+        max_num_seqs=settings.get("max_num_seqs"),
+        max_num_batched_tokens=settings.get("max_num_batched_tokens"),
+        enforce_eager=bool(settings.get("enforce_eager")),
+        vllm_version=version, block_size=int(block),
+    )
+
+
+def _kv_values(value: Any) -> tuple[float, ...]:
+    if isinstance(value, int | float):
+        return (float(value),)
+    if isinstance(value, str):
+        try:
+            return tuple(float(v) for v in value.split("/"))
+        except ValueError:
+            return ()
+    return ()
+
+
+def _tokens(reported: dict[str, Any], case: dict[str, Any]) -> int | None:
+    if isinstance(reported.get("kv_tokens"), int):
+        return int(reported["kv_tokens"])
+    blocks = reported.get("gpu_blocks")
+    if isinstance(blocks, int) and blocks > 0:
+        size = reported.get("block_size") or (case.get("settings") or {}).get("block_size")
+        return blocks * int(size or DEFAULT_BLOCK)
+    return None
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_prepared(p: Prepared) -> Result:
+    """Start the instances one after another on one GPU; the last one is the case's subject."""
+    estimates: list[Estimate] = []
+    occupied = 0
+    for inst in p.instances:
+        spec = replace(p.base, facts=inst.facts, gpu_memory_utilization=inst.util)
+        if estimates:
+            free = spec.gpu_total_bytes - occupied - baseline_bytes(spec)
+            spec = with_free_memory(spec, free)
+        est = estimate(spec)
+        estimates.append(est)
+        occupied += est.used_bytes
+    last = estimates[-1]
+    kv = last.kv_cache_bytes / GIB
+    reported_kv = p.kv_gib[-1] if p.kv_gib else None
+    kv_err = None if reported_kv is None else (kv - reported_kv) * GIB / last.budget_bytes * 100
+    tok_err = None
+    if p.tokens:
+        tok_err = (last.kv_tokens - p.tokens) / p.tokens * 100
+    return Result(
+        p.case_id, all(e.starts for e in estimates), p.starts, _first_error(estimates), kv,
+        reported_kv, kv_err, last.kv_tokens, p.tokens, tok_err, p.version, estimates,
+    )
+
+
+def _first_error(estimates: list[Estimate]) -> str | None:
+    return next((e.error_kind for e in estimates if e.error_kind), None)
+
+
+def run_file(cases_path: Path, configs: Path) -> dict[str, Any]:
+    """Everything the report prints, as plain data (also the --json output)."""
+    if not configs.is_dir():
+        raise CaseFileError(f"{configs}: not a folder (expected <org>--<name>/config.json inside)")
+    cases, comments = load_cases(cases_path)
+    results: list[Result] = []
+    skipped: dict[str, list[str]] = {}
+    for case in cases:
+        try:
+            results.append(run_prepared(prepare(case, configs, comments.get(case["id"], ""))))
+        except Skip as why:
+            skipped.setdefault(str(why), []).append(str(case["id"]))
+    return summarize(len(cases), results, skipped)
+
+
+def summarize(n_cases: int, results: list[Result], skipped: dict[str, list[str]]) -> dict[str, Any]:
+    judged = [r for r in results if r.correct is not None]
+    correct = sum(1 for r in judged if r.correct)
+    kv = [abs(r.kv_error_pct_budget) for r in results if r.kv_error_pct_budget is not None]
+    kv_gib = [abs(r.kv_gib - r.reported_kv_gib) for r in results if r.reported_kv_gib is not None]
+    tok = [abs(r.tokens_error_pct) for r in results if r.tokens_error_pct is not None]
+    return {
+        "cases_in_file": n_cases,
+        "cases_run": len(results),
+        "skipped": {k: sorted(v) for k, v in sorted(skipped.items())},
+        "start_fail": {"correct": correct, "judged": len(judged),
+                       "pct": round(100 * correct / len(judged), 1) if judged else None},
+        "kv_gib": _stats(kv_gib, 2), "kv_pct_budget": _stats(kv, 1),
+        "kv_tokens_pct": _stats(tok, 1),
+        "cases": [_row(r) for r in results],
+    }  # fmt: skip
+
+
+def _stats(values: list[float], digits: int) -> dict[str, Any]:
+    if not values:
+        return {"n": 0, "median": None, "worst": None}
+    return {"n": len(values), "median": round(statistics.median(values), digits),
+            "worst": round(max(values), digits)}
+
+
+def _row(r: Result) -> dict[str, Any]:
+    def rnd(v: float | None, d: int = 2) -> float | None:
+        return None if v is None else round(v, d)
+
+    return {
+        "id": r.case_id, "version": r.version, "predicted_starts": r.predicted_starts,
+        "actual_starts": r.actual_starts, "predicted_error": r.error_kind,
+        "kv_gib": rnd(r.kv_gib), "reported_kv_gib": r.reported_kv_gib,
+        "kv_error_pct_budget": rnd(r.kv_error_pct_budget, 1), "kv_tokens": r.tokens,
+        "reported_tokens": r.reported_tokens, "tokens_error_pct": rnd(r.tokens_error_pct, 1),
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------- report
+
+
+def render(s: dict[str, Any]) -> str:
+    sf = s["start_fail"]
+    lines = [
+        f"cases in file: {s['cases_in_file']}",
+        f"cases run (usable): {s['cases_run']}",
+        f"skipped: {sum(len(v) for v in s['skipped'].values())}",
+        *(f"  {len(ids):2d}  {why}" for why, ids in s["skipped"].items()),
+        f"start/fail predicted correctly: {sf['correct']}/{sf['judged']} ({sf['pct']} %)",
+        _stat_line("available KV error, GiB", s["kv_gib"], ""),
+        _stat_line("available KV error, % of budget", s["kv_pct_budget"], " %"),
+        _stat_line("KV tokens error", s["kv_tokens_pct"], " %"),
+        "",
+        f"{'case':44} {'ver':7} {'pred':5} {'real':5} {'kv GiB':>7} {'rep':>6} {'err%B':>6} "
+        f"{'tokens':>9} {'rep':>9} {'err%':>6}  predicted error",
+    ]
+    lines += [_table_line(row) for row in s["cases"]]
+    return "\n".join(lines)
+
+
+def _stat_line(label: str, st: dict[str, Any], unit: str) -> str:
+    if not st["n"]:
+        return f"{label}: no cases"
+    return f"{label} (n={st['n']}): median {st['median']}{unit}, worst {st['worst']}{unit}"
+
+
+def _table_line(row: dict[str, Any]) -> str:
+    def cell(v: Any, width: int) -> str:
+        if v is None:
+            return "-".rjust(width)
+        if isinstance(v, bool):
+            return ("starts" if v else "fails").rjust(width)
+        return str(v).rjust(width)
+
+    actual = row["actual_starts"]
+    return (
+        f"{row['id'][:44]:44} {row['version']:7} {cell(row['predicted_starts'], 5)[-5:]} "
+        f"{cell(actual, 5)[-5:] if actual is not None else '    ?'} {cell(row['kv_gib'], 7)} "
+        f"{cell(row['reported_kv_gib'], 6)} {cell(row['kv_error_pct_budget'], 6)} "
+        f"{cell(row['kv_tokens'], 9)} {cell(row['reported_tokens'], 9)} "
+        f"{cell(row['tokens_error_pct'], 6)}  {row['predicted_error'] or ''}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", required=True, type=Path, help="vllm_cases.yaml-style file")
+    parser.add_argument("--configs", required=True, type=Path,
+                        help="folder of <org>--<name>/config.json")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    try:
+        summary = run_file(args.cases, args.configs)
+    except CaseFileError as e:
+        print(f"planner_accuracy: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2) if args.json else render(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The units: upload what render made, reload systemd once, restart only what changed.
+
+Order on every host: retire services no longer planned, upload files, one daemon-reload if a
+unit changed or went away, then per service in plan order a restart when its unit or env
+changed (only if running, so a new unit is not started twice) and enable + start.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import OperationMeta, deploy
+from pyinfra.operations import files, systemd
+from pyinfra.operations.util import any_changed
+
+from gpufleet.deploys import operations as ops
+from gpufleet.deploys.settings import defaults
+from gpufleet.deploys.target import FileToPut, HostTarget
+from gpufleet.facts import UNIT_DIR, GpufleetUnits
+
+ENV_DIR = "/etc/gpufleet"
+TARGET_UNIT = "gpufleet.target"
+
+
+def unit_name(service: str) -> str:
+    """The systemd unit of a service; the same rule as gpufleet.render.unit_name."""
+    return f"gpufleet-{service}.service"
+
+
+def owner_of(path: str, services: list[str]) -> str | None:
+    """The service a rendered file belongs to (its unit or its env file), if any."""
+    for name in services:
+        if path in (f"{UNIT_DIR}/{unit_name(name)}", f"{ENV_DIR}/{name}.env"):
+            return name
+    return None
+
+
+@deploy("Services", data_defaults=defaults())
+def services(target: HostTarget) -> None:
+    names = [planned.name for planned in target.services]
+    retired = retire(sorted(set(host.get_fact(GpufleetUnits)) - set(names)))
+    changed: dict[str, list[OperationMeta]] = {name: [] for name in names}
+    units: list[OperationMeta] = []
+    for rendered in host.loop(target.files):
+        meta = upload(rendered)
+        if rendered.path.startswith(f"{UNIT_DIR}/"):
+            units.append(meta)
+        owner = owner_of(rendered.path, names)
+        if owner is not None:
+            changed[owner].append(meta)
+    systemd.daemon_reload(name="Reload systemd because a gpufleet unit changed.",
+                          _if=any_changed(*units, *retired))
+    for name in host.loop(names):
+        start(name, changed[name])
+    if any(f.path == f"{UNIT_DIR}/{TARGET_UNIT}" for f in target.files):
+        systemd.service(name="Ensure gpufleet.target is enabled and active.",
+                        service=TARGET_UNIT, running=True, enabled=True)
+
+
+def upload(rendered: FileToPut) -> OperationMeta:
+    mode = f"{rendered.mode:o}" if isinstance(rendered.mode, int) else str(rendered.mode)
+    if rendered.secret:
+        return ops.secret_file(name=f"Ensure {rendered.path} is up to date (secret).",
+                               dest=rendered.path, content=rendered.content, mode=mode,
+                               user=rendered.owner, group=rendered.group)
+    return files.put(name=f"Ensure {rendered.path} is up to date.", src=StringIO(rendered.content),
+                     dest=rendered.path, mode=mode, user=rendered.owner, group=rendered.group)
+
+
+def start(name: str, changed: list[OperationMeta]) -> None:
+    unit = unit_name(name)
+    # Restart BEFORE ensuring running, and only if already running: a new unit starts once.
+    systemd.service(name=f"Restart {name} because its unit or environment changed.",
+                    service=unit, running=None, restarted=True, _if=any_changed(*changed))
+    systemd.service(name=f"Ensure {name} is enabled and running.", service=unit,
+                    running=True, enabled=True)
+
+
+def retire(stale: list[str]) -> list[OperationMeta]:
+    """Stop, disable and remove services no longer in the inventory; returns the unit removals."""
+    removed = []
+    for name in host.loop(stale):
+        unit = unit_name(name)
+        systemd.service(name=f"Stop and disable {name}: it is no longer in the inventory.",
+                        service=unit, running=False, enabled=False)
+        removed.append(files.file(name=f"Remove the unit of {name}.",
+                                  path=f"{UNIT_DIR}/{unit}", present=False))
+        files.file(name=f"Remove the environment file of {name}.",
+                   path=f"{ENV_DIR}/{name}.env", present=False)
+    return removed
