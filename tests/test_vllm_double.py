@@ -157,6 +157,21 @@ def test_second_instance_on_a_full_gpu_fails_with_vllms_free_memory_error(start)
     assert first.get("/health")[0] == 200
 
 
+def test_two_instances_started_together_on_one_gpu_one_fails(start) -> None:  # type: ignore[no-untyped-def]
+    # Both pass the free-memory check; the KV cache one allocates during the other's profiling
+    # window is charged to the other (vllm#55827), which then has no room for KV. Equal budgets
+    # make the outcome independent of which one finishes first.
+    flags = ("--gpu-memory-utilization", "0.45", "--max-model-len", "4096")
+    pair = [start(*flags, VLLM_TEST_DOUBLE_LOAD_SECONDS="1") for _ in range(2)]
+    for double in pair:
+        double.wait_ready()
+    failed = [d for d in pair if d.proc.poll() is not None]
+    assert len(failed) == 1
+    code, err = failed[0].finish()
+    assert code == 1
+    assert "No available memory for the cache blocks" in err or "Free memory on device" in err
+
+
 def test_deviation_env_raises_the_claimed_bytes(start, gpus: Path) -> None:  # type: ignore[no-untyped-def]
     flags = ("--gpu-memory-utilization", "0.2", "--max-model-len", "4096")
     plain = start(*flags)

@@ -51,6 +51,7 @@ class RunningVllm:
     unit: str | None  # systemd unit without .service, or a container name
     argv: list[str]
     env: dict[str, str]
+    cgroup: str = ""
 
 
 def _split_flag(word: str) -> tuple[str, str | None]:
@@ -158,9 +159,41 @@ def parse_find_output(text: str) -> list[RunningVllm]:
         )
         cgroup = next((ln for ln in lines if ln.startswith("CGROUP ")), "")
         unit = re.search(r"/([^/\s]+)\.service", cgroup)
-        found.append(RunningVllm(unit.group(1) if unit else None, argv, env))
+        found.append(RunningVllm(unit.group(1) if unit else None, argv, env, cgroup))
     return found
 
 
+CONTAINER_SCOPE = re.compile(r"(?:docker|libpod)-([0-9a-f]{12,64})\.scope")
+
+
+def with_container_units(found: list[RunningVllm], names: dict[str, str]) -> list[RunningVllm]:
+    """Processes inside containers belong to the container's scope, not to the unit that ran
+    `docker run`: name them after their container (gpufleet names it like the unit)."""
+    out = []
+    for proc in found:
+        match = CONTAINER_SCOPE.search(proc.cgroup)
+        if match and match.group(1)[:12] in names:
+            proc = RunningVllm(names[match.group(1)[:12]], proc.argv, proc.env, proc.cgroup)
+        out.append(proc)
+    return out
+
+
+def container_names(session: Session) -> dict[str, str]:
+    """Short container id -> name, for docker and podman (units name containers gpufleet-<svc>)."""
+    names: dict[str, str] = {}
+    for engine in ("docker", "podman"):
+        result = session.run(
+            f"command -v {engine} >/dev/null && {engine} ps --no-trunc "
+            "--format '{{.ID}} {{.Names}}'"
+        )
+        for line in result.stdout.splitlines():
+            cid, _, name = line.partition(" ")
+            if cid:
+                names[cid[:12]] = name.strip()
+    return names
+
+
+
 def read_vllm_processes(session: Session) -> list[RunningVllm]:
-    return parse_find_output(session.run(FIND).stdout)
+    found = parse_find_output(session.run(FIND).stdout)
+    return with_container_units(found, container_names(session))

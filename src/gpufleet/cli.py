@@ -18,7 +18,7 @@ from gpufleet import __version__
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, GpufleetError
 
-COMMANDS = ["plan", "estimate", "models", "smi", "validate", "status", "adopt"]
+COMMANDS = ["plan", "estimate", "models", "smi", "validate", "status", "drift", "adopt"]
 
 
 class _Parser(argparse.ArgumentParser):

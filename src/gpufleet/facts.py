@@ -7,7 +7,7 @@ import shlex
 
 from pyinfra.api import FactBase
 
-UNIT_DIR = "/etc/systemd/system"
+UNIT_DIR = "/etc/systemd/system"  # gpufleet.render.UNIT_DIR (facts stay import-light)
 _GPU_LINE = re.compile(r"^GPU\[(\d+)\]")
 
 

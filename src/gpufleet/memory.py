@@ -27,13 +27,34 @@ MI300X_TOTAL_BYTES = 206_141_652_992  # hipMemGetInfo total of one MI300X (191.9
 DEFAULT_VLLM_VERSION = "0.11.0"
 DEFAULT_BLOCK_SIZE = 16
 
-# Calibrated constants (per rank). Sources: ../shared/facts/vllm-memory.md §2.1, §3 and the
-# real cases it cites; tuned by benchmarks/planner_accuracy.py.
-CONTEXT_BYTES = int(0.50 * GIB)  # HIP/CUDA context + cuBLAS workspaces, before the snapshot
-COLLECTIVE_BYTES = int(1.00 * GIB)  # RCCL/NCCL buffers + custom all-reduce when TP*PP > 1
-NON_TORCH_BYTES = int(0.15 * GIB)  # non-torch growth measured inside the profiling window
-CUDAGRAPH_BYTES = int(0.35 * GIB)  # graph pool estimate (0.17-0.36 GiB seen in v0.2x logs)
-SAMPLER_BUFFERS = 2  # fp32 logits + probabilities during the sampler warm-up
+# Calibrated constants (per rank). Sources: ../shared/facts/vllm-memory.md (sections named) and
+# the real cases of ../shared/data/vllm_cases.yaml (ids named); fitted with
+# benchmarks/planner_accuracy.py, which prints how well they reproduce those cases.
+CONTEXT_BYTES = int(0.50 * GIB)  # CUDA/HIP context + cuBLAS workspaces before the snapshot:
+#   facts §2.1 "≈ 0.3-0.6 GiB"; vllm-19125 ~0.3 GiB outside the budget; 0.6.4 charged 0.35 GiB
+#   context + non-torch inside it (vllm-10517). 0.5 keeps co-location on the safe side.
+COLLECTIVE_BYTES = int(1.00 * GIB)  # RCCL/NCCL communicators set up before the snapshot (TP/PP>1)
+NON_TORCH_BYTES = int(0.25 * GIB)  # non-torch growth inside the profiling window, one rank:
+#   vllm-10517 0.35, vllm-14447 0.20, vllm-13882 0.03 (TP1; 10511's 1.79 on an NVLink box is an
+#   outlier), median ~0.25
+NON_TORCH_MULTI_RANK_BYTES = int(0.10 * GIB)  # extra with TP/PP > 1 (lazy NCCL buffers, custom
+#   all-reduce): vllm-13061 0.25 and vllm-15815 0.30 (TP2), vllm-16570 0.34-0.43 (TP4)
+CUDAGRAPH_BYTES = int(0.35 * GIB)  # graph pool estimate: 0.17-0.36 GiB in v0.2x logs (facts §3)
+FORWARD_BYTES_PER_HIDDEN = 26  # peak bytes per profiled token per hidden unit (13 bf16 widths):
+#   vllm-10517 +0.92 GiB per +9000 tokens on Llama-3.1-8B (hidden 4096) = 26.8; vllm-15815
+#   1.26 GiB at 10000 tokens on Qwen2.5-32B TP2 (hidden 5120) = 26.4. No visible TP or
+#   intermediate-size dependence in these logs, so neither is modelled.
+SAMPLER_BUFFERS = 9.5  # fp32 rows x vocab buffers alive in the sampler warm-up (logits, sorted
+#   values + int64 indices, softmax, cumsum, probs, noise): vllm-13882 and the driver rank of
+#   vllm-13061 (256 x 152064: 1.42 GiB -> 9.8), vllm-10511 (256 x 128256: 1.26 -> 10.3),
+#   vllm-23278 (1024 x 201088: ~7.3 GiB of non-KV beside the weights -> 9.4)
+SAMPLER_BUFFERS_BEFORE_0_6_5 = 2  # older profiling barely saw the sampler: vllm-4454 (0.4.1,
+#   A6000 Llama-3-8B vs Mistral-7B: ~0.27 GiB for 256 x 128256) and vllm-10517 (0.6.4)
+V0_MAX_NUM_SEQS = 256  # V0 scheduler default (vllm-13882, vllm-15815 logs; facts §3.1)
+V0_MIN_BATCHED_TOKENS = 2048  # V0 profiles max(max_model_len, 2048) tokens (facts §3.1)
+V0_LONG_CONTEXT = 32768  # above it V0 turns chunked prefill on (facts §3.1, vllm-10517 notes)
+V0_CHUNKED_TOKENS = 2048  # ... and profiles its server default batch (vllm-13061: 0.19 GiB)
+SAMPLER_BYTES = 4  # fp32 logits
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -47,28 +68,56 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2]
 
 
+def _at_least(vllm_version: str, release: tuple[int, int, int]) -> bool:
+    return parse_version(vllm_version) >= release
+
+
 def is_v0(vllm_version: str) -> bool:
     """Before 0.8 the V0 engine was the default: other messages, other profiling batch."""
-    return parse_version(vllm_version) < (0, 8, 0)
+    return not _at_least(vllm_version, (0, 8, 0))
+
+
+def device_wide_accounting(vllm_version: str) -> bool:
+    """Versions that charged everything on the device (own context, other processes) to the
+    budget: <= 0.6.2 (`T*u - (T - free)`), 0.6.4 ("initial_memory_usage") and V1 0.8.0-0.9.0
+    (`(T - free) - torch_allocated`, fixed by PR #18974) (facts §2.2; vllm-4242, vllm-10533,
+    vllm-14376). There a second instance gets less KV instead of failing the free-memory check.
+    """
+    v = parse_version(vllm_version)
+    return v < (0, 6, 3) or (0, 6, 4) <= v < (0, 6, 5) or (0, 8, 0) <= v < (0, 9, 1)
+
+
+def checks_free_memory(vllm_version: str) -> bool:
+    """The explicit 'Free memory on device' check exists since V1 0.9.1 (facts §2.2)."""
+    return _at_least(vllm_version, (0, 9, 1))
 
 
 def default_utilization(vllm_version: str) -> float:
     """vLLM's default --gpu-memory-utilization: 0.92 since 0.21 (PR #38284), 0.9 before."""
-    return 0.92 if parse_version(vllm_version) >= (0, 21, 0) else 0.9
+    return 0.92 if _at_least(vllm_version, (0, 21, 0)) else 0.9
 
 
-def default_batching(gpu_total_bytes: int) -> tuple[int, int]:
-    """Server defaults (max_num_batched_tokens, max_num_seqs) by the device's total memory tier.
+def default_batching(gpu_total_bytes: int, vllm_version: str | None = None) -> tuple[int, int]:
+    """Server defaults (max_num_batched_tokens, max_num_seqs) of V1 by the device's total memory.
 
     The tier uses the whole device, not util * T: an MI300X profiles 16384 tokens and 1024 seqs
-    even for a tiny model at util 0.05 (vllm arg_utils; PR #51726, issue #53961).
+    even for a tiny model at util 0.05 (vllm arg_utils; PR #51726, issue #53961). That tier is
+    absent in [0.21.0] (MI300X was in the >= 70 GiB one); it is assumed from 0.22 on, the first
+    release it can be in. vLLM also keeps A100s in the small tier; only the total is known here.
     """
     gib = gpu_total_bytes / GIB
-    if gib >= 160:
+    if gib >= 160 and (vllm_version is None or _at_least(vllm_version, (0, 22, 0))):
         return 16384, 1024
     if gib >= 70:
         return 8192, 1024
     return 2048, 256
+
+
+def _v0_profile_tokens(model_len: int) -> int:
+    """V0 profiles a whole max-length prompt unless long context switched chunked prefill on."""
+    if model_len > V0_LONG_CONTEXT:
+        return V0_CHUNKED_TOKENS
+    return max(model_len, V0_MIN_BATCHED_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -100,7 +149,11 @@ class InstanceSpec:
 
     @property
     def batching(self) -> tuple[int, int]:
-        mbt, seqs = default_batching(self.gpu_total_bytes)
+        """(tokens, sequences) of the profiling run: the flags, else vLLM's defaults."""
+        if is_v0(self.vllm_version):
+            tokens = self.max_num_batched_tokens or _v0_profile_tokens(self.model_len)
+            return tokens, self.max_num_seqs or V0_MAX_NUM_SEQS
+        mbt, seqs = default_batching(self.gpu_total_bytes, self.vllm_version)
         return (self.max_num_batched_tokens or mbt, self.max_num_seqs or seqs)
 
     @property
@@ -146,21 +199,29 @@ def baseline_bytes(spec: InstanceSpec) -> int:
 
 
 def activation_bytes(spec: InstanceSpec) -> int:
-    """Transient peak of the profiling forward pass plus the sampler warm-up, per rank.
+    """Transient peak of the profiling run above the weights, per rank.
 
-    Hidden states and MLP intermediates scale with the profiled tokens; the sampler holds fp32
-    logits of min(max_num_seqs, max_num_batched_tokens) rows over the whole vocabulary.
+    The larger of the forward pass (hidden-size activations of every profiled token) and the
+    sampler warm-up (fp32 buffers of min(max_num_seqs, tokens) rows over the whole vocabulary,
+    gathered on every rank): the forward's intermediates are freed before sampling.
     """
     facts = spec.facts
     tokens, seqs = spec.batching
-    if is_v0(spec.vllm_version):  # V0 profiles max(max_model_len, batch) without chunked prefill
-        tokens = max(tokens, spec.model_len)
-    tp = spec.tensor_parallel_size
-    per_token = facts.hidden_size * 2 * (4 + 10.5 / tp)
-    sampler = min(seqs, tokens) * facts.vocab_size * 4 * SAMPLER_BUFFERS
+    forward = tokens * facts.hidden_size * FORWARD_BYTES_PER_HIDDEN
     if facts.is_pooling:
-        sampler = 0
-    return int(tokens * per_token + sampler)
+        return forward
+    buffers = (
+        SAMPLER_BUFFERS if _at_least(spec.vllm_version, (0, 6, 5))
+        else SAMPLER_BUFFERS_BEFORE_0_6_5
+    )
+    sampler = min(seqs, tokens) * facts.vocab_size * SAMPLER_BYTES * buffers
+    return int(max(forward, sampler))
+
+
+def non_torch_bytes(spec: InstanceSpec) -> int:
+    """Non-torch growth during profiling (NCCL buffers, allocator slack), per rank."""
+    ranks = spec.tensor_parallel_size * spec.pipeline_parallel_size
+    return NON_TORCH_BYTES + (NON_TORCH_MULTI_RANK_BYTES if ranks > 1 else 0)
 
 
 def cudagraph_bytes(spec: InstanceSpec) -> int:
@@ -218,7 +279,9 @@ def _gib(value: int) -> str:
 
 
 def free_memory_message(spec: InstanceSpec, free: int, budget: int) -> str:
-    device = "cuda:0 " if parse_version(spec.vllm_version) >= (0, 11, 0) else ""
+    # the device name is absent in [0.10.2] and in vllm-omni-276 (vLLM 0.11-based, Dec 2025),
+    # present in vllm-36720 and pytorch-175666 (2026)
+    device = "cuda:0 " if _at_least(spec.vllm_version, (0, 12, 0)) else ""
     return (
         f"Free memory on device {device}({_gib(free)}/{_gib(spec.gpu_total_bytes)} GiB) on startup "
         f"is less than desired GPU memory utilization ({spec.utilization}, {_gib(budget)} GiB). "
@@ -240,12 +303,14 @@ def max_len_message(spec: InstanceSpec, needed: int, avail: int, fit: int, token
             f"can be stored in KV cache ({tokens}). Try increasing `gpu_memory_utilization` or "
             "decreasing `max_model_len` when initializing the engine."
         )
+    new = _at_least(spec.vllm_version, (0, 22, 0))  # vllm-44376 (v0.22) has the new wording
     return (
-        f"To serve at least one request with the models's max seq len ({length}), "
-        f"({_gib(needed)} GiB KV cache is needed, which is larger than the available KV cache "
-        f"memory ({_gib(avail)} GiB). Based on the available memory, the estimated maximum model "
-        f"length is {fit}. Try increasing `gpu_memory_utilization` or decreasing `max_model_len` "
-        "when initializing the engine."
+        f"To serve at least one request with the {'model' if new else 'models'}'s max seq len "
+        f"({length}), ({_gib(needed)} GiB KV cache is needed, which is larger than the available "
+        f"KV cache memory ({_gib(avail)} GiB). Based on the available memory, the estimated "
+        f"maximum model length is {fit}. Try increasing `gpu_memory_utilization` "
+        f"{'(which also controls CPU memory on the CPU backend) ' if new else ''}or decreasing "
+        "`max_model_len` when initializing the engine."
     )
 
 
@@ -267,44 +332,64 @@ def parallelism_error(spec: InstanceSpec) -> str | None:
 
 def estimate(spec: InstanceSpec) -> Estimate:
     """Reproduce vLLM's startup for one instance: what it reports, whether it starts, what fits."""
-    facts = spec.facts
     budget = math.ceil(spec.gpu_total_bytes * spec.utilization)
     base = baseline_bytes(spec)
-    weights = facts.weight_bytes_per_rank(
+    free = spec.gpu_total_bytes - base if spec.free_bytes_at_start is None else spec.free_bytes_at_start
+    weights = spec.facts.weight_bytes_per_rank(
         spec.tensor_parallel_size, spec.pipeline_parallel_size, spec.dtype, spec.quantization
     )
-    act = activation_bytes(spec)
-    graphs = cudagraph_bytes(spec)
-    non_kv = weights + NON_TORCH_BYTES + act
-    graphs_inside = graph_cost = graphs if graphs_in_budget(spec.vllm_version) else 0
+    act, torchless, graphs = activation_bytes(spec), non_torch_bytes(spec), cudagraph_bytes(spec)
+    graph_cost = graphs if graphs_in_budget(spec.vllm_version) else 0
+    non_kv = weights + torchless + act + _charged_before(spec, free)
     if spec.kv_cache_memory_bytes is not None:
         kv_avail = spec.kv_cache_memory_bytes
     else:
-        kv_avail = budget - non_kv - graphs_inside
+        kv_avail = budget - non_kv - graph_cost
     layout = kv_layout(spec)
     fit = _fit(spec, layout, kv_avail)
     needed = _needed(spec, layout, spec.model_len)
-    blocks = max(kv_avail, 0) // layout.block_bytes if layout.block_bytes else 0
-    per_request = layout.blocks_per_request(spec.model_len, spec.batching[0]) or 1
-    concurrency = blocks / per_request
-    tokens = int(concurrency * spec.model_len) if layout.sliding_groups else blocks * spec.block_size
-    used = _used_bytes(spec, budget, base, non_kv, kv_avail, graphs, graph_cost)
-    min_util = _min_util(spec, non_kv + graphs_inside + needed + layout.block_bytes)
-    free = (
-        spec.free_bytes_at_start
-        if spec.free_bytes_at_start is not None
-        else spec.gpu_total_bytes - base
-    )
+    tokens, concurrency = _capacity(spec, layout, kv_avail)
     kind, error = _first_failure(spec, free, budget, kv_avail, needed, layout, fit, tokens)
     return Estimate(
         starts=kind is None, error_kind=kind, error=error, budget_bytes=budget,
         baseline_bytes=base, weights_bytes=weights, activation_bytes=act,
-        non_torch_bytes=NON_TORCH_BYTES, cudagraph_bytes=graphs, non_kv_bytes=non_kv,
+        non_torch_bytes=torchless, cudagraph_bytes=graphs, non_kv_bytes=non_kv,
         kv_cache_bytes=kv_avail, kv_tokens=max(tokens, 0), block_bytes=layout.block_bytes,
         max_model_len=spec.model_len, max_model_len_fit=fit,
-        min_util_for_max_model_len=min_util, max_concurrency=round(concurrency, 2),
-        used_bytes=used, utilization=spec.utilization,
+        min_util_for_max_model_len=_min_util(
+            spec, non_kv + graph_cost + needed + layout.block_bytes
+        ),
+        max_concurrency=round(concurrency, 2),
+        used_bytes=_used_bytes(spec, budget, base, non_kv, kv_avail, graphs, graph_cost),
+        utilization=spec.utilization,
     )
+
+
+def _charged_before(spec: InstanceSpec, free: int) -> int:
+    """What device-wide versions charge to the budget of memory in use before the snapshot: the
+    own context and every other process (facts §2.2); per-instance versions charge nothing."""
+    if not device_wide_accounting(spec.vllm_version) or spec.kv_cache_memory_bytes is not None:
+        return 0
+    return max(spec.gpu_total_bytes - free, 0)
+
+
+def _capacity(spec: InstanceSpec, layout: KvLayout, kv_avail: int) -> tuple[int, float]:
+    """vLLM's "GPU KV cache size" tokens and maximum concurrency at max_model_len."""
+    blocks = max(kv_avail, 0) // layout.block_bytes if layout.block_bytes else 0
+    per_request = layout.blocks_per_request(spec.model_len, spec.batching[0]) or 1
+    concurrency = blocks / per_request
+    if layout.sliding_groups:  # hybrid: concurrency x max_model_len, not a capacity
+        return int(concurrency * spec.model_len), concurrency
+    return blocks * spec.block_size, concurrency
+
+
+def _checks_free(spec: InstanceSpec) -> bool:
+    """Check #1 runs since 0.9.1. Older per-instance versions have no such check, but on a GPU
+    that others already use they run out of memory allocating the KV cache all the same; the
+    device-wide ones shrink the KV cache instead (see _charged_before)."""
+    if checks_free_memory(spec.vllm_version):
+        return True
+    return spec.free_bytes_at_start is not None and not device_wide_accounting(spec.vllm_version)
 
 
 def _first_failure(
@@ -314,7 +399,7 @@ def _first_failure(
     """vLLM's checks in the order it runs them; the first one that fails is what it prints."""
     if (message := parallelism_error(spec)) is not None:
         return "parallelism", message
-    if free < budget:
+    if _checks_free(spec) and free < budget:
         return "free_memory", free_memory_message(spec, free, budget)
     if spec.facts.is_pooling:
         return (None, None) if kv_avail > 0 else ("no_kv_memory", NO_KV_MESSAGE)
@@ -362,10 +447,13 @@ def _used_bytes(
     spec: InstanceSpec, budget: int, base: int, non_kv: int, kv: int, graphs: int, graph_cost: int
 ) -> int:
     """Memory the running process holds per GPU: the whole budget (vLLM fills it with KV) plus
-    the baseline, plus graphs when they lived outside the budget (< 0.21)."""
+    the baseline (inside the budget in device-wide versions), plus graphs when they lived
+    outside the budget (< 0.21)."""
     outside = graphs - graph_cost
     if spec.kv_cache_memory_bytes is not None:
         return base + non_kv + max(kv, 0) + graphs
+    if device_wide_accounting(spec.vllm_version):
+        return budget + outside
     return budget + base + outside
 
 

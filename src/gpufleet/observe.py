@@ -5,9 +5,9 @@ GPU process belongs to, unit states, and service health. Only reads; changes not
 from __future__ import annotations
 
 import json
-import re
 import shlex
 
+from gpufleet.adopt import CONTAINER_SCOPE, container_names
 from gpufleet.plan import PlannedHost
 from gpufleet.probe import PROBE_SCRIPT, Probe, parse_probe_output, probe_request
 from gpufleet.remote import HostUnreachable, Session
@@ -23,7 +23,6 @@ SMI_COMMANDS = {
         "rocm-smi --showpidgpus",
     ],
 }
-CONTAINER_SCOPE = re.compile(r"(?:docker|libpod)-([0-9a-f]{12,64})\.scope")
 
 
 def read_smi(session: Session) -> Snapshot:
@@ -48,7 +47,7 @@ def read_pid_units(session: Session, pids: list[int]) -> dict[int, str]:
         return {}
     script = "; ".join(f"echo {p} $(tr '\\n' ' ' < /proc/{p}/cgroup 2>/dev/null)" for p in pids)
     out = session.run(script).stdout
-    containers = _container_names(session)
+    containers = container_names(session)
     units = {}
     for line in out.splitlines():
         pid, _, cgroup = line.partition(" ")
@@ -57,21 +56,6 @@ def read_pid_units(session: Session, pids: list[int]) -> dict[int, str]:
         if unit:
             units[int(pid)] = unit
     return units
-
-
-def _container_names(session: Session) -> dict[str, str]:
-    """Short container id -> name, for docker and podman (units name containers gpufleet-<svc>)."""
-    names: dict[str, str] = {}
-    for engine in ("docker", "podman"):
-        result = session.run(
-            f"command -v {engine} >/dev/null && {engine} ps --no-trunc "
-            "--format '{{.ID}} {{.Names}}'"
-        )
-        for line in result.stdout.splitlines():
-            cid, _, name = line.partition(" ")
-            if cid:
-                names[cid[:12]] = name.strip()
-    return names
 
 
 def read_units(session: Session) -> tuple[dict[str, str], dict[str, float]]:

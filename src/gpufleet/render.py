@@ -191,12 +191,12 @@ def _unit_file(inv: Inventory, host: str, ps: PlannedService) -> RenderedFile:
 
 def _env_file(fleet: Fleet, ps: PlannedService, secrets: Mapping[str, str] | None) -> RenderedFile:
     svc = ps.service
-    values = dict(sorted(svc.env.items()))
-    for var, secret in sorted(svc.secrets.items()):
+    values = dict(svc.env)
+    for var, secret in svc.secrets.items():
         values[var] = secret_marker(secret) if secrets is None else _secret(secrets, secret)
     # docker/podman read the file literally; systemd's EnvironmentFile= unquotes it.
     quote = _env_file_quote if fleet.runtime == "venv" else (lambda v: v)
-    lines = [f"{key}={quote(value)}" for key, value in values.items()]
+    lines = [f"{key}={quote(value)}" for key, value in sorted(values.items())]
     content = _template("service.env.j2").render(name=svc.name, lines=lines)
     return RenderedFile(env_file_path(svc.name), content, mode="0600", secret=bool(svc.secrets))
 

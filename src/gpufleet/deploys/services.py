@@ -10,28 +10,22 @@ from __future__ import annotations
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import OperationMeta, deploy
+from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
 from gpufleet.deploys import operations as ops
 from gpufleet.deploys.settings import defaults
-from gpufleet.deploys.target import FileToPut, HostTarget
-from gpufleet.facts import UNIT_DIR, GpufleetUnits
-
-ENV_DIR = "/etc/gpufleet"
-TARGET_UNIT = "gpufleet.target"
-
-
-def unit_name(service: str) -> str:
-    """The systemd unit of a service; the same rule as gpufleet.render.unit_name."""
-    return f"gpufleet-{service}.service"
+from gpufleet.deploys.target import HostTarget
+from gpufleet.facts import GpufleetUnits
+from gpufleet.render import TARGET, UNIT_DIR, RenderedFile, env_file_path, unit_name
 
 
 def owner_of(path: str, services: list[str]) -> str | None:
     """The service a rendered file belongs to (its unit or its env file), if any."""
     for name in services:
-        if path in (f"{UNIT_DIR}/{unit_name(name)}", f"{ENV_DIR}/{name}.env"):
+        if path in (f"{UNIT_DIR}/{unit_name(name)}", env_file_path(name)):
             return name
     return None
 
@@ -39,7 +33,8 @@ def owner_of(path: str, services: list[str]) -> str | None:
 @deploy("Services", data_defaults=defaults())
 def services(target: HostTarget) -> None:
     names = [planned.name for planned in target.services]
-    retired = retire(sorted(set(host.get_fact(GpufleetUnits)) - set(names)))
+    installed: list[str] = host.get_fact(GpufleetUnits)
+    retired = retire(sorted(set(installed) - set(names)))
     changed: dict[str, list[OperationMeta]] = {name: [] for name in names}
     units: list[OperationMeta] = []
     for rendered in host.loop(target.files):
@@ -53,12 +48,12 @@ def services(target: HostTarget) -> None:
                           _if=any_changed(*units, *retired))
     for name in host.loop(names):
         start(name, changed[name])
-    if any(f.path == f"{UNIT_DIR}/{TARGET_UNIT}" for f in target.files):
+    if any(f.path == f"{UNIT_DIR}/{TARGET}" for f in target.files):
         systemd.service(name="Ensure gpufleet.target is enabled and active.",
-                        service=TARGET_UNIT, running=True, enabled=True)
+                        service=TARGET, running=True, enabled=True)
 
 
-def upload(rendered: FileToPut) -> OperationMeta:
+def upload(rendered: RenderedFile) -> OperationMeta:
     mode = f"{rendered.mode:o}" if isinstance(rendered.mode, int) else str(rendered.mode)
     if rendered.secret:
         return ops.secret_file(name=f"Ensure {rendered.path} is up to date (secret).",
@@ -87,5 +82,5 @@ def retire(stale: list[str]) -> list[OperationMeta]:
         removed.append(files.file(name=f"Remove the unit of {name}.",
                                   path=f"{UNIT_DIR}/{unit}", present=False))
         files.file(name=f"Remove the environment file of {name}.",
-                   path=f"{ENV_DIR}/{name}.env", present=False)
+                   path=env_file_path(name), present=False)
     return removed

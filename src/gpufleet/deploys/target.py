@@ -3,21 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
-
 from gpufleet.inventory import Fleet
 from gpufleet.plan import PlannedHost, PlannedService
-
-
-class FileToPut(Protocol):
-    """The shape of gpufleet.render.RenderedFile that the services deploy relies on."""
-
-    path: str
-    content: str
-    mode: int | str
-    owner: str
-    group: str
-    secret: bool
+from gpufleet.render import RenderedFile
 
 
 @dataclass(frozen=True)
@@ -36,7 +24,7 @@ class HostTarget:
     name: str
     fleet: Fleet
     planned: PlannedHost
-    files: tuple[FileToPut, ...]
+    files: tuple[RenderedFile, ...]
     tokens: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property

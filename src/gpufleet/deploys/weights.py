@@ -54,10 +54,11 @@ def marker_path(cache: str, pull: ModelPull) -> str:
 
 
 def _snapshot(target: HostTarget, pull: ModelPull, python: str, script: str) -> None:
-    cache = target.fleet.model_cache
+    # Units set HF_HOME to the model cache, so the hub cache is its hub/ folder.
+    cache = f"{target.fleet.model_cache}/hub"
     ops.model_snapshot(
         name=f"Ensure {pull.model}@{pull.revision or 'main'} is downloaded.", python=python,
         script=script, model=pull.model, revision=pull.revision, cache_dir=cache,
-        marker=marker_path(cache, pull), owner=setting("gpufleet_service_user"),
+        marker=marker_path(target.fleet.model_cache, pull), owner=setting("gpufleet_service_user"),
         token_file=token_path(pull.token_secret) if pull.token_secret else None,
     )

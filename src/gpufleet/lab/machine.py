@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gpufleet.lab import net, procs
 from gpufleet.lab.config import LabConfig
-from gpufleet.lab.sh import LabError, log, run, write
+from gpufleet.lab.sh import LabError, log, run, start_detached, write
 from gpufleet.lab.ssh import make_host_key
 
 # Restarts nspawn when the guest reboots (exit 133), each boot in a fresh time namespace so the
@@ -56,17 +56,8 @@ def prepare(
     d = cfg.host_dir(name)
     for sub in ("upper", "work", "root"):
         (d / sub).mkdir(parents=True, exist_ok=True)
-    run(
-        [
-            "mount",
-            "-t",
-            "overlay",
-            overlay_source(name),
-            "-o",
-            f"lowerdir={base},upperdir={d / 'upper'},workdir={d / 'work'}",
-            d / "root",
-        ]
-    )
+    opts = f"lowerdir={base},upperdir={d / 'upper'},workdir={d / 'work'}"
+    run(["mount", "-t", "overlay", overlay_source(name), "-o", opts, d / "root"])
     root = d / "root"
     write(root / "etc/hostname", name + "\n")
     write(root / "etc/machine-id", uuid.uuid4().hex + "\n", mode=0o444)
@@ -96,30 +87,11 @@ def _authorize(root: Path, user: str, pub: str) -> None:
 
 
 def boot(cfg: LabConfig, name: str) -> None:
-    """Start the host's launcher, detached (setsid -f) so it outlives `gpufleet lab up`."""
+    """Start the host's launcher (bash loop around unshare + systemd-nspawn), detached."""
     cgroups = procs.host_cgroups(cfg, name)
     root = cfg.host_dir(name) / "root"
-    logfile = cfg.run_dir / f"{name}.log"
-    with open(logfile, "ab") as fh:
-        subprocess.run(
-            [
-                "setsid",
-                "-f",
-                "bash",
-                "-c",
-                BOOT_SCRIPT,
-                f"{procs.BOOT_TAG}:{name}",
-                name,
-                str(root),
-                *map(str, cgroups),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=CLEAN_ENV,
-            check=True,
-            timeout=10,
-        )
+    argv = ["bash", "-c", BOOT_SCRIPT, f"{procs.BOOT_TAG}:{name}", name, str(root)]
+    start_detached([*argv, *map(str, cgroups)], cfg.run_dir / f"{name}.log", env=CLEAN_ENV)
 
 
 def exec_in(
@@ -177,11 +149,8 @@ def _pids(
 
 def lab_mounts(cfg: LabConfig, name: str | None = None) -> list[str]:
     """Mount points of this lab's overlays (by source name or by path), deepest first."""
-    src = re.compile(
-        re.escape("gpufleet-lab-")
-        + (re.escape(name) if name else re.escape(cfg.prefix) + r"\d{1,2}")
-        + "$"
-    )
+    host_re = re.escape(name) if name else re.escape(cfg.prefix) + r"\d{1,2}"
+    src = re.compile(f"gpufleet-lab-{host_re}$")
     under = str(cfg.host_dir(name) if name else cfg.run_dir) + "/"
     points = []
     for line in Path("/proc/mounts").read_text().splitlines():

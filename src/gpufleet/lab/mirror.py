@@ -21,7 +21,7 @@ from pathlib import Path
 from gpufleet.lab import procs
 from gpufleet.lab.base import cache_lock, installed_packages
 from gpufleet.lab.config import LabConfig
-from gpufleet.lab.sh import LabError, log, run, write
+from gpufleet.lab.sh import LabError, log, run, start_detached, write
 
 CODENAME = "jammy"  # Debian 12 uses AMD's Ubuntu jammy repos (shared/facts/rocm.md 1.3)
 ORIGIN = "repo.radeon.com"  # so the real pin `Pin: release o=repo.radeon.com` applies
@@ -163,30 +163,9 @@ def start(cfg: LabConfig, www: Path) -> None:
     """Start the package server on the bridge address, detached; wait until it accepts."""
     stop(cfg)
     cfg.wheels_dir.mkdir(parents=True, exist_ok=True)
-    with open(cfg.run_dir / "mirror.log", "ab") as fh:
-        subprocess.run(
-            [
-                "setsid",
-                "-f",
-                sys.executable,
-                str(SERVER),
-                "--bind",
-                cfg.bridge_ip,
-                "--port",
-                str(cfg.mirror_port),
-                "--www",
-                str(www),
-                "--wheels",
-                str(cfg.wheels_dir),
-                "--tag",
-                f"{TAG}:{cfg.prefix}",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            check=True,
-            timeout=10,
-        )
+    argv = [sys.executable, str(SERVER), "--bind", cfg.bridge_ip, "--port", str(cfg.mirror_port)]
+    argv += ["--www", str(www), "--wheels", str(cfg.wheels_dir), "--tag", f"{TAG}:{cfg.prefix}"]
+    start_detached(argv, cfg.run_dir / "mirror.log")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

@@ -78,3 +78,18 @@ def write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     path.chmod(mode)
+
+
+def start_detached(argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    """Start a lab daemon in its own session (`setsid -f` returns at once), so it outlives the
+    process that ran `up` and is never our zombie; its output goes to log_path."""
+    with open(log_path, "ab") as fh:
+        subprocess.run(
+            ["setsid", "-f", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            check=True,
+            timeout=10,
+        )

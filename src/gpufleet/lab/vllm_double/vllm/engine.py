@@ -226,7 +226,8 @@ def start(engine: Engine) -> None:
     args = engine.args
     _claim(engine, engine.estimate.baseline_bytes)  # HIP context (+ RCCL) before the snapshot
     free, total = _free_at_snapshot(engine)
-    est = estimate(build_spec(args, engine.facts, total, free))
+    spec = build_spec(args, engine.facts, total, free)
+    est = estimate(spec)
     if est.error_kind == "free_memory":
         raise StartupError(f"ValueError: {est.error}")
     others = _others(engine)
@@ -238,23 +239,32 @@ def start(engine: Engine) -> None:
     time.sleep(min(0.5, 0.2 * _load_seconds()))  # the profiling run
     stolen = max(max(0, now - before) for now, before in zip(
         _others(engine).values(), others.values(), strict=True))
-    est = _after_profile(est, stolen)
+    est = _after_profile(spec, est, stolen)
     engine.estimate = est
     _claim(engine, int(est.used_bytes * (1 + _deviation())))
     _log_kv(engine, est)
 
 
-def _after_profile(est: Any, stolen: int) -> Any:
-    """The planner's KV checks, with what others allocated during profiling charged to us."""
+def _after_profile(spec: Any, est: Any, stolen: int) -> Any:
+    """The planner's KV checks, with what others allocated during profiling charged to us.
+
+    Charged memory shrinks the KV cache; the planner re-runs its checks on the smaller cache
+    (as --kv-cache-memory-bytes), so a simultaneous over-packed start fails like vLLM's.
+    """
     if est.error_kind in ("no_kv_memory", "max_model_len"):
         raise StartupError(f"ValueError: {est.error}")
     if not stolen:
         return est
+    warning("gpu_worker.py:300", f"{stolen / GIB:.2f} GiB allocated by other processes during "
+            "memory profiling is charged to this instance (concurrent startup on one GPU)")
     kv = est.kv_cache_bytes - stolen
     if kv <= 0:
         raise StartupError(f"ValueError: {_deps.memory().NO_KV_MESSAGE}")
-    tokens = est.kv_tokens * kv // max(est.kv_cache_bytes, 1)
-    return replace(est, kv_cache_bytes=kv, kv_tokens=tokens, used_bytes=est.used_bytes - stolen)
+    shrunk = estimate(replace(spec, kv_cache_memory_bytes=kv))
+    if shrunk.error_kind in ("no_kv_memory", "max_model_len"):
+        raise StartupError(f"ValueError: {shrunk.error}")
+    return replace(est, kv_cache_bytes=kv, kv_tokens=shrunk.kv_tokens,
+                   used_bytes=est.used_bytes - stolen)
 
 
 def _log_kv(engine: Engine, est: Any) -> None:

@@ -1,0 +1,345 @@
+"""Apply the plan to hosts with pyinfra's API: connect, preview, apply, report per host.
+
+One pyinfra State holds the hosts of one run. Each host gets its own `add_deploy` call with its
+HostTarget (its part of the plan, its rendered files, its download tokens), so per-host
+variation lives in the arguments. Secrets are resolved here and nowhere else, and go only into
+files uploaded without diff or log (see gpufleet.deploys.operations.secret_file).
+
+The same deploys run from pyinfra's CLI (`pyinfra inventories/berget.py deploys/site.py`):
+`pyinfra_hosts` builds the inventory rows from the YAML and `cli_target` rebuilds the host's
+HostTarget inside the deploy file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pyinfra import host as current_host
+from pyinfra.api import BaseStateCallback, Config, Inventory, State
+from pyinfra.api.connect import connect_all, disconnect_all
+from pyinfra.api.deploy import add_deploy
+from pyinfra.api.exceptions import DeployError, PyinfraError
+from pyinfra.api.host import Host
+from pyinfra.api.operations import run_ops
+from pyinfra.context import ctx_host, ctx_state
+from pyinfra.facts.files import FileContents, Sha1File
+
+from gpufleet import inventory as inventory_yaml
+from gpufleet.deploys.rocm import check_supported
+from gpufleet.deploys.site import STEPS, check_steps, site
+from gpufleet.deploys.target import HostTarget
+from gpufleet.errors import InputError
+from gpufleet.inventory import Host as Host_
+from gpufleet.plan import Plan, PlannedHost, build_plan
+from gpufleet.render import RenderedFile, render_host
+from gpufleet.secrets import resolve_secrets
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PREFIXED = re.compile(r"^\[(?P<host>[^\]]+)\]\s*(?P<message>.*)$", re.S)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class SshOverride:
+    """SSH settings that beat the inventory's (the lab passes its key and known_hosts)."""
+
+    key: str | None = None
+    known_hosts: str | None = None
+    user: str | None = None
+    port: int | None = None
+    strict_host_key_checking: str = "yes"
+
+
+def host_data(inv_host: Host_, ssh: SshOverride, settings: dict[str, Any]) -> dict[str, Any]:
+    """pyinfra host data for one inventory host: its SSH settings + the override, settings."""
+    user = ssh.user or inv_host.ssh_user
+    data: dict[str, Any] = {
+        "ssh_hostname": inv_host.address,
+        "ssh_user": user,
+        "ssh_port": ssh.port or inv_host.ssh_port,
+        "ssh_strict_host_key_checking": ssh.strict_host_key_checking,
+        "_sudo": user != "root",
+    }
+    if ssh.key:
+        data["ssh_key"] = ssh.key
+    if ssh.known_hosts:
+        data["ssh_known_hosts_file"] = ssh.known_hosts
+    return {**data, **settings}
+
+
+def host_targets(plan: Plan, names: Sequence[str] | None = None) -> list[HostTarget]:
+    """The HostTarget of each chosen host: rendered files and the hub tokens it needs."""
+    secrets = resolve_secrets(plan.inventory.fleet)
+    targets = []
+    for planned in plan.hosts:
+        if names is None or planned.name in names:
+            files = tuple(render_host(plan, planned.name, secrets=secrets))
+            targets.append(HostTarget(planned.name, plan.inventory.fleet, planned, files,
+                                      _hub_tokens(planned, secrets)))
+    return targets
+
+
+def _hub_tokens(planned: PlannedHost, secrets: dict[str, str]) -> dict[str, str]:
+    """Only the secrets the host's model downloads use (those named by HF_TOKEN)."""
+    wanted = {p.service.secrets.get("HF_TOKEN") for p in planned.services}
+    return {name: secrets[name] for name in wanted if name and name in secrets}
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """`gpufleet_x=value` with a YAML value (false, 600, [a, b]); refuses unknown knobs."""
+    from gpufleet.deploys.settings import defaults
+
+    key, sep, value = text.partition("=")
+    if not sep or key not in defaults():
+        raise InputError(f"--set {text!r}: not a gpufleet setting",
+                         hint="KEY=VALUE with a key from group_data/all.py")
+    return key, yaml.safe_load(value)
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class FileChange:
+    path: str
+    diff: str  # unified diff, or a note for secret files (their content is never shown)
+
+
+@dataclass
+class HostReport:
+    """What happened (or would happen) on one host."""
+
+    name: str
+    ok: bool = True
+    error: str | None = None
+    changes: list[str] = field(default_factory=list)  # operations that change (will / did)
+    maybe: list[str] = field(default_factory=list)  # conditional operations (restarts, reload)
+    files: list[FileChange] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def fail(self, error: str) -> None:
+        self.ok = False
+        self.error = f"{self.error}\n{error}" if self.error else error
+
+
+class _Warnings(logging.Handler):
+    """Collects pyinfra's warnings and errors per host (skips, tolerated failures)."""
+
+    def __init__(self, reports: dict[str, HostReport]):
+        super().__init__(logging.WARNING)
+        self.reports = reports
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = _PREFIXED.match(_ANSI.sub("", record.getMessage()).strip())
+        if match and match["host"] in self.reports:
+            report, message = self.reports[match["host"]], match["message"].strip()
+            if message and message not in report.warnings:
+                report.warnings.append(message)
+
+
+# ---------------------------------------------------------------- the run
+
+
+class FleetDeploy:
+    """One deploy run: `connect()`, `prepare()` (the preview), then `apply()`; `close()`."""
+
+    def __init__(self, targets: Sequence[HostTarget], *, steps: Sequence[str] = tuple(STEPS),
+                 ssh: SshOverride | None = None, settings: dict[str, Any] | None = None,
+                 callbacks: Sequence[BaseStateCallback] = (), connector: str | None = None,
+                 extra_data: dict[str, Any] | None = None):
+        self.targets = {t.name: t for t in targets}
+        self.steps = check_steps(steps)
+        self.reports = {name: HostReport(name) for name in self.targets}
+        self._names = {name: f"{connector}/{name}" if connector else name for name in self.targets}
+        self._by_host: dict[str, str] = {v: k for k, v in self._names.items()}
+        rows = [(self._names[t.name], {**host_data(t.planned.host, ssh or SshOverride(),
+                                                   settings or {}), **(extra_data or {})})
+                for t in targets]
+        self.state = State(Inventory((rows, {})), Config(FAIL_PERCENT=None))
+        for callback in callbacks:
+            self.state.add_callback_handler(callback)
+        self._log = _Warnings(self.reports)
+
+    def report_for(self, host: Host) -> HostReport:
+        return self.reports[self._by_host.get(host.name, host.name)]
+
+    def connect(self) -> None:
+        logging.getLogger("pyinfra").addHandler(self._log)
+        try:
+            connect_all(self.state)
+        except PyinfraError as exc:  # every host failed
+            self._fail_unconnected(str(exc))
+            return
+        self._fail_unconnected("could not connect (see the SSH error above)")
+
+    def _fail_unconnected(self, error: str) -> None:
+        for host in self.state.inventory:
+            if host not in self.state.activated_hosts:
+                self.report_for(host).fail(error)
+
+    def hosts(self) -> list[Host]:
+        return [h for h in self.state.inventory.get_active_hosts()
+                if self.report_for(h).ok]
+
+    def prepare(self, diff: bool = True) -> dict[str, HostReport]:
+        """Check each host, diff its files, build its operations; nothing changes on hosts."""
+        for host in self.hosts():
+            self._prepare_host(host, diff)
+        return self.reports
+
+    def _prepare_host(self, host: Host, diff: bool) -> None:
+        target, report = self.targets[self._by_host[host.name]], self.report_for(host)
+        try:
+            with ctx_state.use(self.state), ctx_host.use(host):
+                if "rocm" in self.steps:
+                    check_supported(target.fleet.rocm_version)
+                if diff and "services" in self.steps:
+                    report.files = file_changes(host, target.files)
+            add_deploy(self.state, site, target, self.steps, host=[host])
+        except (DeployError, PyinfraError) as exc:
+            report.fail(str(exc))
+            self._drop(host)
+            return
+        report.changes, report.maybe = self._planned_changes(host)
+
+    def _drop(self, host: Host) -> None:
+        try:
+            self.state.fail_hosts({host})
+        except PyinfraError:  # "No hosts remaining!": the reports already say why
+            pass
+
+    def _planned_changes(self, host: Host) -> tuple[list[str], list[str]]:
+        will, maybe = [], []
+        with ctx_state.use(self.state), ctx_host.use(host):
+            for op_hash in host.op_hash_order:
+                data = self.state.get_op_data_for_host(host, op_hash)
+                name = op_name(self.state, data, op_hash)
+                if data.global_arguments.get("_if"):
+                    maybe.append(name)
+                elif data.operation_meta.will_change:
+                    will.append(name)
+        return will, maybe
+
+    def apply(self) -> dict[str, HostReport]:
+        """Run the prepared operations on every host still ok; fills changes and errors."""
+        if self.hosts():
+            try:
+                run_ops(self.state)
+            except PyinfraError as exc:  # raised when no host is left
+                logging.getLogger("pyinfra").debug("run_ops: %s", exc)
+        for host in self.state.inventory:
+            if host.name in self._by_host and self.report_for(host).ok:
+                self._collect(host)
+        return self.reports
+
+    def _collect(self, host: Host) -> None:
+        report = self.report_for(host)
+        report.changes, report.maybe = [], []
+        for op_hash in host.op_hash_order:
+            data = self.state.get_op_data_for_host(host, op_hash)
+            meta = data.operation_meta
+            if not meta.is_complete():
+                continue
+            if meta.did_error() and not data.global_arguments.get("_ignore_errors"):
+                detail = "\n".join(meta.stderr_lines[-5:])
+                report.fail(f"{op_name(self.state, data, op_hash)} failed"
+                            + (f":\n{detail}" if detail else ""))
+            elif meta.did_change():
+                report.changes.append(op_name(self.state, data, op_hash))
+        if host in self.state.failed_hosts and report.ok:
+            report.fail("the host failed (see the operation output above)")
+
+    def close(self) -> None:
+        try:
+            disconnect_all(self.state)
+        finally:
+            logging.getLogger("pyinfra").removeHandler(self._log)
+
+
+def op_name(state: State, data: Any, op_hash: str) -> str:
+    """The operation's own name on this host (op hashes are shared between hosts)."""
+    name = data.global_arguments.get("name")
+    if name:
+        return str(name)
+    return ", ".join(sorted(state.get_op_meta(op_hash).names)) or op_hash
+
+
+def file_changes(host: Host, files: Sequence[RenderedFile]) -> list[FileChange]:
+    """Rendered files that differ from the host's: a unified diff, secrets only as a note."""
+    changes = []
+    for rendered in files:
+        if rendered.secret:
+            remote_sha = host.get_fact(Sha1File, path=rendered.path)
+            if remote_sha != hashlib.sha1(rendered.content.encode()).hexdigest():
+                note = "new (secret, not shown)" if remote_sha is None else "changed (secret)"
+                changes.append(FileChange(rendered.path, note))
+            continue
+        lines = host.get_fact(FileContents, path=rendered.path)
+        old = [line + "\n" for line in lines] if lines is not None else []
+        new = rendered.content.splitlines(keepends=True)
+        if old != new:
+            text = "".join(difflib.unified_diff(old, new, f"{rendered.path} (host)",
+                                                f"{rendered.path} (plan)"))
+            changes.append(FileChange(rendered.path, text))
+    return changes
+
+
+# ---------------------------------------------------------------- pyinfra CLI mode
+
+
+def pyinfra_hosts(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """Inventory rows for a `inventories/<fleet>.py` file: one per host of the YAML.
+
+    Environment overrides (the lab uses them): GPUFLEET_SSH_KEY, GPUFLEET_KNOWN_HOSTS, and
+    GPUFLEET_SETTINGS, a YAML file of `gpufleet_*` settings.
+    """
+    inv = inventory_yaml.load(path)
+    ssh = SshOverride(key=os.environ.get("GPUFLEET_SSH_KEY"),
+                      known_hosts=os.environ.get("GPUFLEET_KNOWN_HOSTS"))
+    settings = _settings_file(os.environ.get("GPUFLEET_SETTINGS"))
+    rows = []
+    for name, inv_host in inv.hosts.items():
+        data = host_data(inv_host, ssh, settings)
+        data.update(gpufleet_inventory=str(Path(path).resolve()), gpufleet_host=name)
+        rows.append((name, data))
+    return rows
+
+
+def _settings_file(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    return dict(parse_setting(f"{k}={yaml.safe_dump(v).strip()}") for k, v in data.items())
+
+
+@cache
+def _plan_and_targets(path: str) -> dict[str, HostTarget]:
+    plan = build_plan(inventory_yaml.load(path))
+    return {t.name: t for t in host_targets(plan)}
+
+
+def cli_target() -> HostTarget:
+    """The current host's HostTarget, inside a deploy file run by pyinfra's CLI."""
+    path = current_host.data.get("gpufleet_inventory")
+    if not path:
+        raise DeployError(f"{current_host.name}: not a gpufleet inventory host "
+                          "(use inventories/<fleet>.py)")
+    return _plan_and_targets(path)[current_host.data.get("gpufleet_host")]
+
+
+def cli_steps() -> list[str]:
+    """Steps for the CLI path: `--data gpufleet_steps=rocm,services` (default: all)."""
+    steps = current_host.data.get("gpufleet_steps") or list(STEPS)
+    return check_steps(steps.split(",") if isinstance(steps, str) else steps)
