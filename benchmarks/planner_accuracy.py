@@ -11,6 +11,7 @@ Each case (format of vllm_cases.yaml: model, GPU, flags -> what vLLM printed) is
   stage decides; `oom` (a CUDA OOM after the checks), `observed_usage` (nvidia-smi numbers only)
   and `exotic_kv` (KV layouts gpufleet does not model exactly) are skipped.
 * model: the first word of `model` is the id; `<org>--<name>/config.json` in --configs, else
+  (also when that config cannot be read or lacks the checkpoint's `quantization_config`)
   gpufleet's catalog / HF cache. A bare family name ("TinyLlama") resolves when exactly one
   folder's model name starts with it. A model qualified as a "variant" or "not in excerpt" is
   not identified; a quantized checkpoint whose config.json lacks `quantization_config`, a
@@ -50,6 +51,7 @@ from gpufleet.memory import (
     InstanceSpec,
     baseline_bytes,
     estimate,
+    is_v0,
     parse_version,
     with_free_memory,
 )
@@ -84,15 +86,22 @@ RELEASES: dict[str, str] = {
     "2023-09": "0.2.0", "2023-10": "0.2.0", "2023-11": "0.2.2", "2023-12": "0.2.5",
     "2024-01": "0.2.7", "2024-02": "0.3.1", "2024-03": "0.3.3", "2024-04": "0.4.1",
     "2024-05": "0.4.2", "2024-06": "0.5.0", "2024-07": "0.5.2", "2024-08": "0.5.4",
-    "2024-09": "0.6.1", "2024-10": "0.6.3", "2024-11": "0.6.4", "2024-12": "0.6.5",
+    "2024-09": "0.6.1", "2024-10": "0.6.3", "2024-11": "0.6.4", "2024-12": "0.6.4",
     "2025-01": "0.7.0", "2025-02": "0.7.2", "2025-03": "0.8.0", "2025-04": "0.8.4",
     "2025-05": "0.9.0", "2025-06": "0.9.1", "2025-07": "0.9.2", "2025-08": "0.10.1",
     "2025-09": "0.10.2", "2025-10": "0.11.0", "2025-11": "0.11.1", "2025-12": "0.12.0",
     "2026-01": "0.14.0", "2026-02": "0.15.0", "2026-03": "0.17.0", "2026-04": "0.19.0",
     "2026-05": "0.21.0", "2026-06": "0.22.0", "2026-07": "0.25.0", "2026-08": "0.27.0",
 }  # fmt: skip
-MONTHS = {m: i + 1 for i, m in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}
+MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+    )
+}
+# vLLM V1 keeps A100s in its small default tier even with 80 GB (facts §3.1: ">= 70 GiB and not
+# A100"); memory.default_batching only sees the total, so A100 cases pass these explicitly.
+A100_SMALL_TIER = (2048, 256)
 V0_LAST, V1_FIRST = "0.7.3", "0.8.0"  # memory.is_v0: V0 below 0.8 (V1 default since 0.8.0)
 FALLBACK_VERSION = "0.11.0"
 
@@ -158,7 +167,7 @@ def load_cases(path: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
         raise CaseFileError(f"{path}: not valid YAML: {e}") from None
     cases = data.get("cases") if isinstance(data, dict) else None
     if not isinstance(cases, list) or not all(isinstance(c, dict) and "id" in c for c in cases):
-        raise CaseFileError(f"{path}: expected a mapping with `cases:`, a list of records with `id`")
+        raise CaseFileError(f"{path}: expected `cases:`, a list of records that have an `id`")
     return cases, version_comments(text)
 
 
@@ -186,10 +195,21 @@ def gpu_total_gib(case: dict[str, Any]) -> float:
     raise Skip("GPU total unknown")
 
 
-def infer_version(case: dict[str, Any], comment: str) -> str:
-    """The version to run a case as (rule in the module doc string)."""
-    version = _version_text(str(case.get("vllm_version") or ""))
-    version = version or _version_text(comment) or _version_by_date(comment, case)
+def stated_version(case: dict[str, Any], comment: str) -> str | None:
+    """The version the record or the comment on its version line states, if any."""
+    return _version_text(str(case.get("vllm_version") or "")) or _version_text(comment)
+
+
+def source_key(case: dict[str, Any]) -> str:
+    """'vllm-project/vllm#10517' of 'vllm-project/vllm#10517 (comment by ...)': the thread."""
+    m = re.match(r"[\w.-]+/[\w.-]+#\d+", str(case.get("source") or ""))
+    return m.group(0) if m else str(case.get("id"))
+
+
+def infer_version(case: dict[str, Any], comment: str, thread: str | None = None) -> str:
+    """The version to run a case as (rule in the module doc string); `thread` is the version
+    another case of the same source thread states."""
+    version = stated_version(case, comment) or thread or _version_by_date(comment, case)
     version = version or FALLBACK_VERSION
     env = json.dumps(case.get("settings") or {})
     if re.search(r"\bV0\b", comment) and parse_version(version) >= parse_version(V1_FIRST):
@@ -209,7 +229,8 @@ def _version_text(text: str) -> str | None:
 
 def _version_by_date(comment: str, case: dict[str, Any]) -> str | None:
     m = re.search(r"\b(20\d\d)-(\d\d)\b", comment) or re.search(
-        r"\b(20\d\d)-(\d\d)-\d\d\b", str(case.get("source") or ""))
+        r"\b(20\d\d)-(\d\d)-\d\d\b", str(case.get("source") or "")
+    )
     month = f"{m.group(1)}-{m.group(2)}" if m else None
     if month is None and (w := re.search(r"\b([A-Z][a-z]+)\w* (20\d\d)\b", comment)):
         number = MONTHS.get(w.group(1)[:3].lower())
@@ -217,24 +238,42 @@ def _version_by_date(comment: str, case: dict[str, Any]) -> str | None:
     return RELEASES.get(month) if month else None
 
 
-def resolve_model(name: str, configs: Path) -> ModelFacts:
+def model_candidates(name: str, configs: Path) -> list[ModelFacts]:
+    """Facts of the named model: its folder in --configs first, then gpufleet's catalog."""
     words = name.split()
     if not words:
         raise Skip("no model")
     if re.search(r"variant|not in excerpt|not stated", name):
         raise Skip("model checkpoint not identified")
     model_id = words[0]
+    found: list[ModelFacts] = []
+    problem = "no config.json for the model"
     folder = _config_folder(model_id, configs)
-    try:
-        if folder is not None:
-            return load_model_dir(folder, model_id)
-        return find_model(model_id)
-    except GpufleetError as e:
-        if folder is None:
-            raise Skip("no config.json for the model") from None
-        raise Skip(f"config.json unusable ({getattr(e, 'what', e)})") from None
-    except OSError:
-        raise Skip("no config.json for the model") from None
+    if folder is not None:
+        try:
+            found.append(load_model_dir(folder, model_id))
+        except GpufleetError as e:
+            problem = f"config.json unusable ({getattr(e, 'what', e)})"
+    if "/" in model_id:
+        try:
+            found.append(find_model(model_id))
+        except (GpufleetError, OSError):
+            pass
+    if not found:
+        raise Skip(problem)
+    return found
+
+
+def pick_facts(case: dict[str, Any], candidates: list[ModelFacts]) -> ModelFacts:
+    """The first candidate that describes the checkpoint the case ran."""
+    for facts in candidates:
+        try:
+            check_quantization(case, facts)
+        except Skip:
+            continue
+        return facts
+    check_quantization(case, candidates[0])  # raises the reason
+    return candidates[0]
 
 
 def _config_folder(model_id: str, configs: Path) -> Path | None:
@@ -242,7 +281,8 @@ def _config_folder(model_id: str, configs: Path) -> Path | None:
         folder = configs / model_id.replace("/", "--", 1)
         return folder if (folder / "config.json").is_file() else None
     hits = [
-        d for d in configs.iterdir()
+        d
+        for d in configs.iterdir()
         if (d / "config.json").is_file()
         and d.name.split("--", 1)[-1].lower().startswith(model_id.lower())
     ]
@@ -253,7 +293,7 @@ def instances_of(case: dict[str, Any], configs: Path) -> tuple[Instance, ...]:
     text = str(case.get("model") or "")
     parts = re.split(r"\s+(?:\+|then)\s+", text)
     utils = _utils(case.get("gpu_memory_utilization"))
-    count = re.search(r"\((\d+) instances\)", text)
+    count = re.search(r"\((\d+)\b[^)]*instances\)", text)
     if count:
         parts = [parts[0]] * int(count.group(1))
     if case.get("kind") == "colocation" and len(parts) < 2:
@@ -266,7 +306,8 @@ def instances_of(case: dict[str, Any], configs: Path) -> tuple[Instance, ...]:
     for i, part in enumerate(parts):
         m = re.search(r"\(util ([\d.]+)\)", part)
         util = float(m.group(1)) if m else (utils[i] if utils else None)
-        found.append(Instance(resolve_model(re.sub(r"\(util [\d.]+\)", "", part), configs), util))
+        name = re.sub(r"\(util [\d.]+\)", "", part)
+        found.append(Instance(pick_facts(case, model_candidates(name, configs)), util))
     return tuple(found)
 
 
@@ -303,7 +344,9 @@ def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def prepare(case: dict[str, Any], configs: Path, comment: str) -> Prepared:
+def prepare(
+    case: dict[str, Any], configs: Path, comment: str, thread: str | None = None
+) -> Prepared:
     kind = case.get("kind")
     if kind in SKIP_KINDS:
         raise Skip(SKIP_KINDS[kind])
@@ -314,13 +357,20 @@ def prepare(case: dict[str, Any], configs: Path, comment: str) -> Prepared:
     instances = instances_of(case, configs)
     if any(i.facts.kv_caveat for i in instances):
         raise Skip("KV layout not modelled exactly (model caveat)")
+    if not case.get("max_model_len") and not instances[0].facts.max_position_embeddings:
+        raise Skip("max_model_len unknown (not set, not in config.json)")
     total = gpu_total_gib(case)
-    version = infer_version(case, comment)
+    version = infer_version(case, comment, thread)
     base = base_spec(case, instances[0], total, version)
     reported = case.get("reported") or {}
     return Prepared(
-        case["id"], instances, base, outcome(case), _kv_values(reported.get("available_kv_gib")),
-        _tokens(reported, case), version,
+        case["id"],
+        instances,
+        base,
+        outcome(case),
+        _kv_values(reported.get("available_kv_gib")),
+        _tokens(reported, case),
+        version,
     )
 
 
@@ -328,17 +378,23 @@ def base_spec(case: dict[str, Any], first: Instance, total: float, version: str)
     settings = case.get("settings") or {}
     reported = case.get("reported") or {}
     block = settings.get("block_size") or reported.get("block_size") or DEFAULT_BLOCK
+    seqs, tokens = settings.get("max_num_seqs"), settings.get("max_num_batched_tokens")
+    if A100_SMALL_TIER and "a100" in str(case.get("gpu")).lower() and not is_v0(version):
+        tokens, seqs = tokens or A100_SMALL_TIER[0], seqs or A100_SMALL_TIER[1]
     return InstanceSpec(
-        facts=first.facts, gpu_total_bytes=int(total * GIB), gpu_memory_utilization=first.util,
+        facts=first.facts,
+        gpu_total_bytes=int(total * GIB),
+        gpu_memory_utilization=first.util,
         tensor_parallel_size=int(case.get("tp") or 1),
         dtype=case.get("dtype") or "auto",
         quantization=check_quantization(case, first.facts),
         kv_cache_dtype=case.get("kv_cache_dtype") or "auto",
         max_model_len=case.get("max_model_len"),
-        max_num_seqs=settings.get("max_num_seqs"),
-        max_num_batched_tokens=settings.get("max_num_batched_tokens"),
+        max_num_seqs=seqs,
+        max_num_batched_tokens=tokens,
         enforce_eager=bool(settings.get("enforce_eager")),
-        vllm_version=version, block_size=int(block),
+        vllm_version=version,
+        block_size=int(block),
     )
 
 
@@ -386,8 +442,18 @@ def run_prepared(p: Prepared) -> Result:
     if p.tokens:
         tok_err = (last.kv_tokens - p.tokens) / p.tokens * 100
     return Result(
-        p.case_id, all(e.starts for e in estimates), p.starts, _first_error(estimates), kv,
-        reported_kv, kv_err, last.kv_tokens, p.tokens, tok_err, p.version, estimates,
+        p.case_id,
+        all(e.starts for e in estimates),
+        p.starts,
+        _first_error(estimates),
+        kv,
+        reported_kv,
+        kv_err,
+        last.kv_tokens,
+        p.tokens,
+        tok_err,
+        p.version,
+        estimates,
     )
 
 
@@ -400,13 +466,23 @@ def run_file(cases_path: Path, configs: Path) -> dict[str, Any]:
     if not configs.is_dir():
         raise CaseFileError(f"{configs}: not a folder (expected <org>--<name>/config.json inside)")
     cases, comments = load_cases(cases_path)
+    threads: dict[str, str] = {}
+    for case in cases:
+        stated = stated_version(case, comments.get(case["id"], ""))
+        if stated:
+            threads.setdefault(source_key(case), stated)
     results: list[Result] = []
     skipped: dict[str, list[str]] = {}
     for case in cases:
+        comment = comments.get(case["id"], "")
         try:
-            results.append(run_prepared(prepare(case, configs, comments.get(case["id"], ""))))
+            prepared = prepare(case, configs, comment, threads.get(source_key(case)))
+            results.append(run_prepared(prepared))
         except Skip as why:
             skipped.setdefault(str(why), []).append(str(case["id"]))
+        except (GpufleetError, ValueError, TypeError) as e:  # a field gpufleet cannot take
+            reason = f"setting not supported ({getattr(e, 'what', e)})"
+            skipped.setdefault(reason, []).append(str(case["id"]))
     return summarize(len(cases), results, skipped)
 
 
@@ -431,8 +507,11 @@ def summarize(n_cases: int, results: list[Result], skipped: dict[str, list[str]]
 def _stats(values: list[float], digits: int) -> dict[str, Any]:
     if not values:
         return {"n": 0, "median": None, "worst": None}
-    return {"n": len(values), "median": round(statistics.median(values), digits),
-            "worst": round(max(values), digits)}
+    return {
+        "n": len(values),
+        "median": round(statistics.median(values), digits),
+        "worst": round(max(values), digits),
+    }
 
 
 def _row(r: Result) -> dict[str, Any]:
@@ -481,13 +560,13 @@ def _table_line(row: dict[str, Any]) -> str:
         if v is None:
             return "-".rjust(width)
         if isinstance(v, bool):
-            return ("starts" if v else "fails").rjust(width)
+            return ("start" if v else "fail").rjust(width)
         return str(v).rjust(width)
 
     actual = row["actual_starts"]
     return (
-        f"{row['id'][:44]:44} {row['version']:7} {cell(row['predicted_starts'], 5)[-5:]} "
-        f"{cell(actual, 5)[-5:] if actual is not None else '    ?'} {cell(row['kv_gib'], 7)} "
+        f"{row['id'][:44]:44} {row['version']:7} {cell(row['predicted_starts'], 5)} "
+        f"{cell(actual, 5) if actual is not None else '    ?'} {cell(row['kv_gib'], 7)} "
         f"{cell(row['reported_kv_gib'], 6)} {cell(row['kv_error_pct_budget'], 6)} "
         f"{cell(row['kv_tokens'], 9)} {cell(row['reported_tokens'], 9)} "
         f"{cell(row['tokens_error_pct'], 6)}  {row['predicted_error'] or ''}"
@@ -497,8 +576,9 @@ def _table_line(row: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", required=True, type=Path, help="vllm_cases.yaml-style file")
-    parser.add_argument("--configs", required=True, type=Path,
-                        help="folder of <org>--<name>/config.json")
+    parser.add_argument(
+        "--configs", required=True, type=Path, help="folder of <org>--<name>/config.json"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     try:

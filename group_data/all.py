@@ -85,3 +85,8 @@ gpufleet_weights_venv_dir = "/opt/gpufleet/hub"
 gpufleet_weights_requirement = "huggingface-hub"  # a pin must use ==, as pip freeze prints it
 # Root-only directory for the download tokens and helper (never on a command line).
 gpufleet_weights_state_dir = "/etc/gpufleet/weights"
+
+# ---------------------------------------------------------------- the pyinfra CLI path
+
+# Steps deploys/site.py runs (`--data gpufleet_steps=rocm,services`); `gpufleet deploy` has --steps.
+gpufleet_steps = ["rocm", "tuning", "runtime", "weights", "services"]

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import INVENTORIES, REPO
 
 from gpufleet import cli, inventory
 from gpufleet.errors import ExitStatus, InputError
@@ -30,8 +31,6 @@ from gpufleet.render import (
 )
 from gpufleet.secrets import resolve_secrets
 
-from support import INVENTORIES, REPO
-
 FIXTURES = REPO / "tests" / "fixtures" / "render"
 SNAPSHOTS = REPO / "tests" / "snapshots" / "render"
 RUNTIMES = ["container", "venv"]
@@ -41,6 +40,9 @@ SYSTEMD_UNITS = Path("/usr/lib/systemd/system")
 
 
 def fixture_text(runtime: str) -> str:
+    """container.yml or venv.yml; "podman" is container.yml with the other engine."""
+    if runtime == "podman":
+        return fixture_text("container").replace("engine: docker", "engine: podman")
     return (FIXTURES / f"{runtime}.yml").read_text()
 
 
@@ -83,7 +85,8 @@ def test_files_match_snapshots(runtime: str):
 
 
 def test_snapshots_cover_every_kind():
-    kinds = {s.kind.value for s in inventory.loads(fixture_text("venv"), "f.yml").hosts["h1"].services}
+    services = inventory.loads(fixture_text("venv"), "f.yml").hosts["h1"].services
+    kinds = {s.kind.value for s in services}
     assert kinds == {"llm", "embed", "rerank", "whisper", "docling", "custom"}
 
 
@@ -125,7 +128,7 @@ needs_systemd = pytest.mark.skipif(
 
 
 @needs_systemd
-@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("runtime", [*RUNTIMES, "podman"])
 def test_units_pass_systemd_analyze_verify(runtime: str, tmp_path: Path):
     files = [f for f in rendered(runtime).values() if f.path.startswith("/etc/systemd/")]
     result = verify_units(tmp_path, files)
@@ -178,8 +181,8 @@ def test_every_unit_waits_until_its_health_url_answers(runtime: str):
 
 def test_target_wants_every_service_in_start_order():
     target = rendered("container")["/etc/systemd/system/gpufleet.target"].content
-    assert directives(target, "Wants") == [unit_name(s) for s in
-                                           ["chat", "asr", "embed", "rerank", "big", "docs", "tool"]]
+    order = ["chat", "asr", "embed", "rerank", "big", "docs", "tool"]
+    assert directives(target, "Wants") == [unit_name(s) for s in order]
     assert directives(target, "WantedBy") == ["multi-user.target"]
 
 
@@ -248,9 +251,7 @@ def test_container_docling_and_custom_use_their_own_image_and_program():
 
 
 def test_podman_engine():
-    text = fixture_text("container").replace("container_engine: docker", "container_engine: podman")
-    files = {f.path: f for f in render_host(plan_of(text), "h1")}
-    chat = unit_of(files, "chat")
+    chat = unit_of(rendered("podman"), "chat")
     assert directives(chat, "ExecStart")[0].startswith("/usr/bin/podman run")
     assert "docker" not in chat
 
@@ -268,9 +269,9 @@ def test_specifiers_and_dollars_are_escaped_in_unit_text():
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_secrets_only_in_root_only_env_files(runtime: str):
     files = rendered(runtime, SECRETS)
-    for path, f in files.items():
-        holds = any(v in f.content for v in SECRETS.values())
-        assert holds == (path.endswith(".env") and f.secret), path
+    holders = {p for p, f in files.items() if any(v in f.content for v in SECRETS.values())}
+    assert holders == {f"/etc/gpufleet/{s}.env" for s in ("chat", "asr", "big")}
+    assert {p for p, f in files.items() if f.secret} == holders
     chat = files["/etc/gpufleet/chat.env"]
     assert (chat.mode, chat.owner, chat.group) == ("0600", "root", "root")
     assert "HF_TOKEN=hf_SECRET_TOKEN_123\nVLLM_API_KEY=sk-SECRET-KEY-456" in chat.content
@@ -320,7 +321,7 @@ def test_render_plan_covers_every_host():
     assert list(render_plan(plan)) == ["h1"]
 
 
-# ---------------------------------------------------------------- render refuses what it cannot write
+# ---------------------------------------------------------------- what render refuses
 
 
 def test_env_must_not_override_gpu_pinning():
@@ -337,6 +338,12 @@ def test_docling_in_a_container_needs_its_image():
         render_host(plan_of(text), "h1")
 
 
+def test_health_path_must_be_a_plain_path():
+    text = fixture_text("venv").replace("health_path: /healthz", "health_path: \"/h'; reboot\"")
+    with pytest.raises(InputError, match="health_path"):
+        render_host(plan_of(text), "h1")
+
+
 def test_unknown_host_is_an_input_error():
     with pytest.raises(InputError, match="nope"):
         render_host(plan_of(fixture_text("venv")), "nope")
@@ -347,7 +354,8 @@ def test_exec_quoting():
     assert exec_quote("a b") == '"a b"'
     assert exec_quote('{"k": "v"}') == '"{\\"k\\": \\"v\\"}"'
     assert exec_quote("50%") == "50%%" and exec_quote("$HOME") == '"$$HOME"'
-    assert exec_lines(("serve", "m", "--port", "1", "--x")) == "serve m \\\n    --port 1 \\\n    --x"
+    lines = exec_lines(("serve", "m", "--port", "1", "--x"))
+    assert lines == "serve m \\\n    --port 1 \\\n    --x"
 
 
 # ---------------------------------------------------------------- `gpufleet render`
@@ -421,7 +429,6 @@ def test_resolve_secrets_expands_home(tmp_path: Path, monkeypatch):
 
 
 def test_resolve_secrets_names_every_missing_source(tmp_path: Path):
-    (tmp_path / "api_key").unlink(missing_ok=True)
     fleet = secret_fleet(tmp_path)
     (tmp_path / "api_key").unlink()
     with pytest.raises(InputError) as info:

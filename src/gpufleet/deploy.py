@@ -137,14 +137,15 @@ class HostReport:
 class _Warnings(logging.Handler):
     """Collects pyinfra's warnings and errors per host (skips, tolerated failures)."""
 
-    def __init__(self, reports: dict[str, HostReport]):
+    def __init__(self, reports: dict[str, HostReport], names: dict[str, str]):
         super().__init__(logging.WARNING)
-        self.reports = reports
+        self.reports, self.names = reports, names  # names: pyinfra host name -> plan name
 
     def emit(self, record: logging.LogRecord) -> None:
         match = _PREFIXED.match(_ANSI.sub("", record.getMessage()).strip())
-        if match and match["host"] in self.reports:
-            report, message = self.reports[match["host"]], match["message"].strip()
+        name = self.names.get(match["host"]) if match else None
+        if match and name in self.reports:
+            report, message = self.reports[name], match["message"].strip()
             if message and message not in report.warnings:
                 report.warnings.append(message)
 
@@ -170,7 +171,7 @@ class FleetDeploy:
         self.state = State(Inventory((rows, {})), Config(FAIL_PERCENT=None))
         for callback in callbacks:
             self.state.add_callback_handler(callback)
-        self._log = _Warnings(self.reports)
+        self._log = _Warnings(self.reports, self._by_host)
 
     def report_for(self, host: Host) -> HostReport:
         return self.reports[self._by_host.get(host.name, host.name)]

@@ -5,8 +5,10 @@ vLLM >= 0.9.1 (V1 worker), version-aware where semantics changed:
 
     budget R      = ceil(T * gpu_memory_utilization)                 (per instance, per rank)
     baseline      = HIP context (+ RCCL buffers for TP/PP > 1), allocated BEFORE the snapshot, so
-                    it sits outside R but still occupies the GPU
-    non-KV        = weights/rank + non-torch growth + activation peak of the profiling run
+                    it sits outside R but still occupies the GPU (inside R, together with every
+                    other process, in the device-wide versions <= 0.6.2, 0.6.4, 0.8.0-0.9.0)
+    non-KV        = weights/rank + non-torch growth + activation peak of the profiling run, where
+                    activation = max(forward over the profiled tokens, sampler warm-up buffers)
     G             = CUDA/HIP-graph estimate: inside R from 0.21 on, outside R before (0 if eager)
     KV            = R - non-KV - G                      (or --kv-cache-memory-bytes when given)
     checks        1. free at start >= R   2. KV > 0   3. max_model_len fits in KV - one block
@@ -18,6 +20,7 @@ graph memory are calibrated estimates (see benchmarks/planner_accuracy.py for ho
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 
 from gpufleet.models import ModelFacts, kv_dtype_bytes
@@ -47,9 +50,8 @@ FORWARD_BYTES_PER_HIDDEN = 26  # peak bytes per profiled token per hidden unit (
 SAMPLER_BUFFERS = 9.5  # fp32 rows x vocab buffers alive in the sampler warm-up (logits, sorted
 #   values + int64 indices, softmax, cumsum, probs, noise): vllm-13882 and the driver rank of
 #   vllm-13061 (256 x 152064: 1.42 GiB -> 9.8), vllm-10511 (256 x 128256: 1.26 -> 10.3),
-#   vllm-23278 (1024 x 201088: ~7.3 GiB of non-KV beside the weights -> 9.4)
-SAMPLER_BUFFERS_BEFORE_0_6_5 = 2  # older profiling barely saw the sampler: vllm-4454 (0.4.1,
-#   A6000 Llama-3-8B vs Mistral-7B: ~0.27 GiB for 256 x 128256) and vllm-10517 (0.6.4)
+#   vllm-23278 (1024 x 201088: ~7.3 GiB of non-KV beside the weights -> 9.4); the same value
+#   reproduces the 0.4.1 block counts of vllm-4454 within 1 %
 V0_MAX_NUM_SEQS = 256  # V0 scheduler default (vllm-13882, vllm-15815 logs; facts §3.1)
 V0_MIN_BATCHED_TOKENS = 2048  # V0 profiles max(max_model_len, 2048) tokens (facts §3.1)
 V0_LONG_CONTEXT = 32768  # above it V0 turns chunked prefill on (facts §3.1, vllm-10517 notes)
@@ -58,11 +60,11 @@ SAMPLER_BYTES = 4  # fp32 logits
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
-    """'0.10.2' -> (0, 10, 2); tolerant of suffixes such as '0.6.3.post1' or '0.9.1+rocm'."""
+    """'0.10.2' -> (0, 10, 2); tolerant of suffixes: '0.6.3.post1', '0.9.1+rocm', '0.28.1rc1'."""
     parts: list[int] = []
     for piece in text.replace("+", ".").split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
+        digits = re.match(r"\d+", piece.strip())  # '1rc1' -> 1, not 11
+        parts.append(int(digits.group(0)) if digits else 0)
     while len(parts) < 3:
         parts.append(0)
     return parts[0], parts[1], parts[2]
@@ -210,11 +212,7 @@ def activation_bytes(spec: InstanceSpec) -> int:
     forward = tokens * facts.hidden_size * FORWARD_BYTES_PER_HIDDEN
     if facts.is_pooling:
         return forward
-    buffers = (
-        SAMPLER_BUFFERS if _at_least(spec.vllm_version, (0, 6, 5))
-        else SAMPLER_BUFFERS_BEFORE_0_6_5
-    )
-    sampler = min(seqs, tokens) * facts.vocab_size * SAMPLER_BYTES * buffers
+    sampler = min(seqs, tokens) * facts.vocab_size * SAMPLER_BYTES * SAMPLER_BUFFERS
     return int(max(forward, sampler))
 
 
@@ -252,7 +250,8 @@ class KvLayout:
 
 def kv_layout(spec: InstanceSpec) -> KvLayout:
     """Full-attention models: one group of all layers. Hybrid sliding/full models: groups of equal
-    layer counts drawing on one pool (vLLM kv_cache_planning `_get_kv_cache_groups_uniform_page_size`).
+    layer counts drawing on one pool (vLLM kv_cache_planning
+    `_get_kv_cache_groups_uniform_page_size`).
     """
     facts = spec.facts
     kv_bytes = kv_dtype_bytes(spec.kv_cache_dtype, facts.dtype_bytes(spec.dtype))
@@ -266,8 +265,11 @@ def kv_layout(spec: InstanceSpec) -> KvLayout:
     small, large = sorted((full, sliding))
     group = large if large < 1.5 * small else small
     return KvLayout(
-        group * page, math.ceil(full / group), math.ceil(sliding / group),
-        facts.sliding_window, spec.block_size,
+        group * page,
+        math.ceil(full / group),
+        math.ceil(sliding / group),
+        facts.sliding_window,
+        spec.block_size,
     )
 
 
@@ -279,9 +281,9 @@ def _gib(value: int) -> str:
 
 
 def free_memory_message(spec: InstanceSpec, free: int, budget: int) -> str:
-    # the device name is absent in [0.10.2] and in vllm-omni-276 (vLLM 0.11-based, Dec 2025),
-    # present in vllm-36720 and pytorch-175666 (2026)
-    device = "cuda:0 " if _at_least(spec.vllm_version, (0, 12, 0)) else ""
+    # no device name in [0.10.2] (facts §2.1) nor in vllm-omni-276 (Dec 2025, vLLM version not
+    # stated); "cuda:0" in vllm-36720 and pytorch-175666 (2026). 0.11.0 is an unverified guess.
+    device = "cuda:0 " if _at_least(spec.vllm_version, (0, 11, 0)) else ""
     return (
         f"Free memory on device {device}({_gib(free)}/{_gib(spec.gpu_total_bytes)} GiB) on startup "
         f"is less than desired GPU memory utilization ({spec.utilization}, {_gib(budget)} GiB). "
@@ -334,7 +336,11 @@ def estimate(spec: InstanceSpec) -> Estimate:
     """Reproduce vLLM's startup for one instance: what it reports, whether it starts, what fits."""
     budget = math.ceil(spec.gpu_total_bytes * spec.utilization)
     base = baseline_bytes(spec)
-    free = spec.gpu_total_bytes - base if spec.free_bytes_at_start is None else spec.free_bytes_at_start
+    free = (
+        spec.gpu_total_bytes - base
+        if spec.free_bytes_at_start is None
+        else spec.free_bytes_at_start
+    )
     weights = spec.facts.weight_bytes_per_rank(
         spec.tensor_parallel_size, spec.pipeline_parallel_size, spec.dtype, spec.quantization
     )
@@ -351,11 +357,21 @@ def estimate(spec: InstanceSpec) -> Estimate:
     tokens, concurrency = _capacity(spec, layout, kv_avail)
     kind, error = _first_failure(spec, free, budget, kv_avail, needed, layout, fit, tokens)
     return Estimate(
-        starts=kind is None, error_kind=kind, error=error, budget_bytes=budget,
-        baseline_bytes=base, weights_bytes=weights, activation_bytes=act,
-        non_torch_bytes=torchless, cudagraph_bytes=graphs, non_kv_bytes=non_kv,
-        kv_cache_bytes=kv_avail, kv_tokens=max(tokens, 0), block_bytes=layout.block_bytes,
-        max_model_len=spec.model_len, max_model_len_fit=fit,
+        starts=kind is None,
+        error_kind=kind,
+        error=error,
+        budget_bytes=budget,
+        baseline_bytes=base,
+        weights_bytes=weights,
+        activation_bytes=act,
+        non_torch_bytes=torchless,
+        cudagraph_bytes=graphs,
+        non_kv_bytes=non_kv,
+        kv_cache_bytes=kv_avail,
+        kv_tokens=max(tokens, 0),
+        block_bytes=layout.block_bytes,
+        max_model_len=spec.model_len,
+        max_model_len_fit=fit,
         min_util_for_max_model_len=_min_util(
             spec, non_kv + graph_cost + needed + layout.block_bytes
         ),
@@ -393,8 +409,14 @@ def _checks_free(spec: InstanceSpec) -> bool:
 
 
 def _first_failure(
-    spec: InstanceSpec, free: int, budget: int, kv_avail: int, needed: int,
-    layout: KvLayout, fit: int | None, tokens: int,
+    spec: InstanceSpec,
+    free: int,
+    budget: int,
+    kv_avail: int,
+    needed: int,
+    layout: KvLayout,
+    fit: int | None,
+    tokens: int,
 ) -> tuple[str | None, str | None]:
     """vLLM's checks in the order it runs them; the first one that fails is what it prints."""
     if (message := parallelism_error(spec)) is not None:

@@ -8,7 +8,7 @@ import json
 import shlex
 
 from gpufleet.adopt import CONTAINER_SCOPE, container_names
-from gpufleet.plan import PlannedHost
+from gpufleet.plan import PlannedHost, PlannedService
 from gpufleet.probe import PROBE_SCRIPT, Probe, parse_probe_output, probe_request
 from gpufleet.remote import HostUnreachable, Session
 from gpufleet.smi import SmiParseError, Snapshot, merge, parse
@@ -79,14 +79,18 @@ def read_units(session: Session) -> tuple[dict[str, str], dict[str, float]]:
     return states, uptimes
 
 
-def read_probes(session: Session, host: PlannedHost, full: bool = True) -> dict[str, Probe]:
+def run_probes(
+    session: Session, services: list[PlannedService], full: bool = True
+) -> dict[str, Probe]:
     """Run the probe script with the host's python3; the service list goes in on stdin."""
     result = session.run(
-        "python3 -c " + shlex.quote(PROBE_SCRIPT),
-        stdin=probe_request(host.services, full),
-        timeout=120,
+        "python3 -c " + shlex.quote(PROBE_SCRIPT), stdin=probe_request(services, full), timeout=120
     )
-    return parse_probe_output(result.stdout, host.services)
+    return parse_probe_output(result.stdout, services)
+
+
+def read_probes(session: Session, host: PlannedHost, full: bool = True) -> dict[str, Probe]:
+    return run_probes(session, host.services, full)
 
 
 def read_host(session: Session, host: PlannedHost, full_probe: bool = True) -> HostReading:

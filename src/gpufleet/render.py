@@ -49,7 +49,7 @@ class RenderedFile:
     mode: str = "0644"
     owner: str = "root"
     group: str = "root"
-    secret: bool = False  # holds secret values (or their markers): never log or diff the content
+    secret: bool = False  # holds secret values (or their markers): never log or diff it
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,10 @@ def render_host(
     inv = plan.inventory
     _check_fleet(inv)
     files = [_target_file(inv.fleet, planned), _plan_file(plan, planned)]
-    for index, svc in enumerate(planned.services):
-        _check_service(inv, planned.name, index, svc)
-        files.append(_unit_file(inv, planned.name, svc))
-        files.append(_env_file(inv.fleet, svc, secrets))
+    for ps in planned.services:
+        _check_service(inv, planned.name, ps)
+        files.append(_unit_file(inv, planned.name, ps))
+        files.append(_env_file(inv.fleet, ps, secrets))
     return sorted(files, key=lambda f: f.path)
 
 
@@ -133,19 +133,24 @@ def _image(inv: Inventory, host: str, ps: PlannedService) -> str:
     image = svc.image or (inv.fleet.image if svc.kind is not Kind.DOCLING else None)
     if image:
         return image
-    index = [s.name for s in inv.hosts[host].services].index(svc.name)
     hint = ("set the service's `image` (docling-serve-rocm is built, not published: rocm.md §3.6)"
             if svc.kind is Kind.DOCLING else "set fleet.image or the service's `image`")
     raise InputError(f"service {svc.name}: the container runtime needs an image",
-                     where=inv.service_where(host, index), hint=hint)
+                     where=_where(inv, host, svc.name), hint=hint)
 
 
-def _check_service(inv: Inventory, host: str, index: int, ps: PlannedService) -> None:
-    """What the unit text needs beyond the schema: env keys it owns, one-line values, plain paths."""
+def _where(inv: Inventory, host: str, service: str, key: str | None = None) -> str:
+    """file:line of a service (or one of its keys) in the inventory."""
+    index = [s.name for s in inv.hosts[host].services].index(service)
+    return inv.service_where(host, index, key)
+
+
+def _check_service(inv: Inventory, host: str, ps: PlannedService) -> None:
+    """What unit text needs beyond the schema: env keys it owns, one-line values, plain paths."""
     svc = ps.service
 
     def bad(what: str, key: str, hint: str) -> InputError:
-        return InputError(f"service {svc.name}: {what}", where=inv.service_where(host, index, key),
+        return InputError(f"service {svc.name}: {what}", where=_where(inv, host, svc.name, key),
                           hint=hint)
 
     clash = sorted(set(svc.env) & set(RESERVED_ENV)) + sorted(set(svc.env) & set(svc.secrets))
@@ -162,7 +167,7 @@ def _check_service(inv: Inventory, host: str, index: int, ps: PlannedService) ->
 
 def _check_fleet(inv: Inventory) -> None:
     if not _PLAIN_PATH.fullmatch(inv.fleet.model_cache):
-        raise InputError(f"fleet.model_cache {inv.fleet.model_cache!r} is not a plain absolute path",
+        raise InputError(f"fleet.model_cache {inv.fleet.model_cache!r} is not a plain path",
                          where=inv.where("fleet", "model_cache"),
                          hint="use letters, digits and / . _ - only, starting with /")
 
@@ -198,6 +203,7 @@ def _env_file(fleet: Fleet, ps: PlannedService, secrets: Mapping[str, str] | Non
     quote = _env_file_quote if fleet.runtime == "venv" else (lambda v: v)
     lines = [f"{key}={quote(value)}" for key, value in sorted(values.items())]
     content = _template("service.env.j2").render(name=svc.name, lines=lines)
+    # 0600 always; `secret` only when the content depends on secret values (drift, diffs).
     return RenderedFile(env_file_path(svc.name), content, mode="0600", secret=bool(svc.secrets))
 
 

@@ -54,7 +54,7 @@ def services(target: HostTarget) -> None:
 
 
 def upload(rendered: RenderedFile) -> OperationMeta:
-    mode = f"{rendered.mode:o}" if isinstance(rendered.mode, int) else str(rendered.mode)
+    mode = rendered.mode
     if rendered.secret:
         return ops.secret_file(name=f"Ensure {rendered.path} is up to date (secret).",
                                dest=rendered.path, content=rendered.content, mode=mode,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 from gpufleet.inventory import Fleet
 from gpufleet.plan import PlannedHost, PlannedService
 from gpufleet.render import RenderedFile

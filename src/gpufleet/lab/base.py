@@ -107,7 +107,16 @@ def _remove_stale_builds(cfg: LabConfig) -> None:
     # Under the lock no other build is running, so any *.tmp dir is a crashed build.
     for stale in cfg.cache_dir.glob("base-*.tmp"):
         log.info("removing half-built base %s", stale)
+        _unmount_below(stale)
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def _unmount_below(root: Path) -> None:
+    # A killed debootstrap can leave its target's /proc, /sys (or /dev binds) mounted; rmtree
+    # must never walk into those.
+    points = [ln.split()[1] for ln in Path("/proc/mounts").read_text().splitlines()]
+    for point in sorted((p for p in points if p.startswith(f"{root}/")), key=len, reverse=True):
+        run(["umount", "-l", point], check=False)
 
 
 def _prune_unused_bases(cfg: LabConfig, keep: Path) -> None:

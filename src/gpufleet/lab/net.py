@@ -34,9 +34,17 @@ def add_host_net(cfg: LabConfig, name: str, address: str) -> None:
     run(["ip", "link", "set", f"{name}-c", "netns", name])
     ns = ["ip", "-n", name]
     run([*ns, "link", "set", f"{name}-c", "name", "eth0"])
+    # A MAC derived from the IP: a recreated host keeps it, so ARP entries cached by the test
+    # machine and the other hosts stay right (a new MAC stalled connects for ~25 s).
+    run([*ns, "link", "set", "eth0", "address", mac_for(address)])
     run([*ns, "addr", "add", f"{address}/24", "dev", "eth0"])
     run([*ns, "link", "set", "lo", "up"])
     run([*ns, "link", "set", "eth0", "up"])
+
+
+def mac_for(address: str) -> str:
+    """Locally administered unicast MAC 02:00:<the four IPv4 octets>."""
+    return "02:00:" + ":".join(f"{int(o):02x}" for o in address.split("."))
 
 
 def remove_host_net(name: str) -> None:

@@ -1,0 +1,167 @@
+"""`gpufleet deploy INVENTORY`: preview, then apply the plan to its hosts with pyinfra.
+
+    gpufleet deploy inventories/berget.yml --dry-run --diff
+    gpufleet deploy inventories/berget.yml --host gpu-01 --steps services
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.syntax import Syntax
+from rich.table import Table
+
+from gpufleet import inventory
+from gpufleet.deploy import FleetDeploy, HostReport, SshOverride, host_targets, parse_setting
+from gpufleet.deploys.site import STEPS, check_steps
+from gpufleet.env import Environment
+from gpufleet.errors import ExitStatus, InputError
+from gpufleet.plan import build_plan
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    p = sub.add_parser("deploy", help="provision hosts: ROCm, tuning, runtime, weights, units",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inventory", metavar="INVENTORY", help="placement inventory YAML")
+    p.add_argument("--host", help="deploy only this host")
+    p.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
+    p.add_argument("--diff", action="store_true", help="show unit and plan.json diffs")
+    p.add_argument("--force", action="store_true", help="deploy even if the plan has errors")
+    p.add_argument("--steps", default=",".join(STEPS),
+                   help=f"comma-separated steps (default: {','.join(STEPS)})")
+    p.add_argument("--ssh-key", metavar="PATH", help="private key (overrides the inventory)")
+    p.add_argument("--known-hosts", metavar="PATH",
+                   help="known_hosts file; host keys are checked strictly")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a gpufleet_* setting (group_data/all.py); repeatable")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace, env: Environment) -> int:
+    plan = build_plan(inventory.load(args.inventory), only_host=args.host)
+    if plan.has_errors:
+        errors = sum(f.severity == "error" for f in plan.findings)
+        if not args.force:
+            env.error(f"the plan has {errors} error(s); see `gpufleet plan {args.inventory}` "
+                      "(or pass --force)")
+            return ExitStatus.BAD_INPUT
+        env.warn(f"deploying a plan with {errors} error(s) because of --force")
+    try:
+        steps = check_steps([s.strip() for s in args.steps.split(",") if s.strip()])
+    except ValueError as exc:
+        raise InputError(f"--steps: {exc}") from None
+    settings = dict(parse_setting(text) for text in args.set)
+    progress = StepProgress(env)
+    fleet_run = FleetDeploy(host_targets(plan), steps=steps, settings=settings,
+                            ssh=SshOverride(key=args.ssh_key, known_hosts=args.known_hosts),
+                            callbacks=[progress.callbacks])
+    return _drive(fleet_run, args, env, progress)
+
+
+def _drive(fleet_run: FleetDeploy, args: argparse.Namespace, env: Environment,
+           progress: StepProgress) -> int:
+    try:
+        fleet_run.connect()
+        reports = fleet_run.prepare(diff=True)
+        show_preview(reports.values(), env, args.diff or args.dry_run)
+        if not args.dry_run:
+            with progress.live(fleet_run):
+                reports = fleet_run.apply()
+    finally:
+        fleet_run.close()
+    show_summary(reports.values(), env, applied=not args.dry_run)
+    return ExitStatus.OK if all(r.ok for r in reports.values()) else ExitStatus.FINDINGS
+
+
+# ---------------------------------------------------------------- progress (pyinfra callbacks)
+
+
+class StepProgress:
+    """A rich progress bar per host: operations done, and the step it is in."""
+
+    def __init__(self, env: Environment):
+        from pyinfra.api import BaseStateCallback
+
+        self.env = env
+        self.bar = Progress(TextColumn("{task.fields[host]:<16}"), BarColumn(),
+                            MofNCompleteColumn(), TextColumn("{task.description}"),
+                            console=env.err, transient=False)
+        self.tasks: dict[str, TaskID] = {}
+        outer = self
+
+        class _Callbacks(BaseStateCallback):
+            @staticmethod
+            def operation_host_start(state: Any, host: Any, op_hash: str) -> None:
+                outer.started(host, _step(state.get_op_meta(op_hash).names))
+
+            @staticmethod
+            def operation_host_success(state: Any, host: Any, op_hash: str,
+                                       retry_count: int = 0) -> None:
+                outer.advance(host)
+
+            @staticmethod
+            def operation_host_error(state: Any, host: Any, op_hash: str, *args: Any) -> None:
+                outer.advance(host)
+
+        self.callbacks = _Callbacks()
+
+    def live(self, fleet_run: FleetDeploy) -> Progress:
+        for host in fleet_run.hosts():
+            name = fleet_run.report_for(host).name
+            self.tasks[host.name] = self.bar.add_task("waiting", host=name,
+                                                      total=len(host.op_hash_order))
+        return self.bar
+
+    def started(self, host: Any, step: str) -> None:
+        if host.name in self.tasks:
+            self.bar.update(self.tasks[host.name], description=step)
+
+    def advance(self, host: Any) -> None:
+        if host.name in self.tasks:
+            self.bar.advance(self.tasks[host.name])
+
+
+def _step(names: Sequence[str] | set[str]) -> str:
+    """'gpufleet | ROCm | Ensure ...' -> 'ROCm'."""
+    for name in sorted(names):
+        parts = [p.strip() for p in name.split("|")]
+        if len(parts) >= 3:
+            return parts[1]
+    return ""
+
+
+# ---------------------------------------------------------------- views
+
+
+def show_preview(reports: Sequence[HostReport] | Any, env: Environment, diffs: bool) -> None:
+    for report in reports:
+        env.out.print(f"[bold]{report.name}[/]", markup=True)
+        if not report.ok:
+            env.out.print(f"  [red]cannot deploy:[/] {report.error}", markup=True)
+            continue
+        for change in report.files:
+            env.out.print(f"  file {change.path}: "
+                          + ("changes" if change.diff.startswith("---") else change.diff))
+            if diffs and change.diff.startswith("---"):
+                env.out.print(Syntax(change.diff, "diff", theme="ansi_dark"))
+        for name in report.changes:
+            env.out.print(f"  will change: {name}")
+        for name in report.maybe:
+            env.out.print(f"  if needed:   {name}", style="dim")
+        if not (report.changes or report.files):
+            env.out.print("  no changes")
+
+
+def show_summary(reports: Sequence[HostReport] | Any, env: Environment, applied: bool) -> None:
+    table = Table(title="deploy" if applied else "deploy (dry run)")
+    for column in ("host", "result", "changed", "notes"):
+        table.add_column(column)
+    for r in reports:
+        result = "[green]ok[/]" if r.ok else "[red]failed[/]"
+        notes = "\n".join(([r.error] if r.error else []) + r.warnings)
+        table.add_row(r.name, result, str(len(r.changes)), notes)
+    env.out.print(table)
