@@ -526,7 +526,8 @@ def deploy_cli(machines, monkeypatch):
     from gpufleet import cli
     from gpufleet.commands import deploy as command
 
-    monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "deploy"])
+    if "deploy" not in cli.COMMANDS:
+        monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "deploy"])
     monkeypatch.setattr(command, "FleetDeploy", functools.partial(
         runner.FleetDeploy, connector="@fake",
         extra_data={"fake_delay": 0, "fake_delay_jitter": 0}))

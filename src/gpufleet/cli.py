@@ -18,7 +18,10 @@ from gpufleet import __version__
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, GpufleetError
 
-COMMANDS = ["plan", "estimate", "models", "smi", "validate", "status", "drift", "adopt"]
+COMMANDS = [
+    "plan", "estimate", "models", "render", "deploy", "validate", "status", "drift", "adopt",
+    "smi", "lab",
+]
 
 
 class _Parser(argparse.ArgumentParser):

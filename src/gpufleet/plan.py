@@ -362,7 +362,37 @@ def _service_findings(
             "set max_num_seqs and max_num_batched_tokens for small co-located models",
         )
     out += _parallel_findings(host, svc, spec)
+    out += _rocm_findings(inv, host, svc)
     return out
+
+
+# vLLM's ROCm attention backends served decoder-only models until the Triton backend gained
+# encoder/cross-attention (vllm#31406, Dec 2025, in 0.14); AITER FA still lacks it (#38508).
+ROCM_ENCODER_DECODER_SINCE = (0, 14, 0)
+
+
+def _rocm_findings(inv: Inventory, host: str, svc: Service) -> list[Finding]:
+    if svc.kind is not Kind.WHISPER or gpu_model(_host_gpu(inv, host)).vendor != "amd":
+        return []
+    gpu = svc.gpus[0] if len(svc.gpus) == 1 else None
+    if parse_version(inv.fleet.vllm_version) < ROCM_ENCODER_DECODER_SINCE:
+        return [Finding(
+            "error", "whisper_on_rocm",
+            f"vLLM {inv.fleet.vllm_version} cannot serve encoder-decoder models such as Whisper "
+            "on ROCm: its ROCm attention backends are decoder-only (vllm#28184)",
+            host, gpu, svc.name, "use vLLM >= 0.14 (fleet.vllm_version)",
+        )]
+    if svc.env.get("VLLM_ROCM_USE_AITER") == "1" and "--attention-backend" not in svc.extra_args:
+        return [Finding(
+            "warning", "whisper_aiter",
+            "with VLLM_ROCM_USE_AITER=1 vLLM picks ROCM_AITER_FA, which has no cross-attention",
+            host, gpu, svc.name, "add extra_args: [--attention-backend, TRITON_ATTN]",
+        )]
+    return []
+
+
+def _host_gpu(inv: Inventory, host: str) -> str:
+    return (inv.hosts[host].gpu or inv.fleet.gpu).lower()
 
 
 def _fix_hint(svc: Service, spec: InstanceSpec, est: Estimate) -> str:

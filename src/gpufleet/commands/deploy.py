@@ -19,7 +19,10 @@ from gpufleet.deploy import FleetDeploy, HostReport, SshOverride, host_targets, 
 from gpufleet.deploys.site import STEPS, check_steps
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
-from gpufleet.plan import build_plan
+from gpufleet.deploys.target import HostTarget
+from gpufleet.inventory import RolloutPolicy
+from gpufleet.plan import Plan, build_plan
+from gpufleet.rollout import RolloutResult, roll_out
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -37,6 +40,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
                    help="known_hosts file; host keys are checked strictly")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a gpufleet_* setting (group_data/all.py); repeatable")
+    p.add_argument("--batch-size", type=int, help="hosts changed at a time (fleet.rollout)")
+    p.add_argument("--health-timeout", type=float, metavar="SECONDS",
+                   help="how long a restarted service may take to become healthy")
+    p.add_argument("--max-failed-hosts", type=int, help="halt after this many failed hosts")
+    p.add_argument("--health-check", choices=["health", "request"],
+                   help="health: /health only; request: /health + a real request")
+    p.add_argument("--no-validate", action="store_true",
+                   help="skip the validation that ends every deploy")
     p.set_defaults(func=run)
     return p
 
@@ -54,27 +65,96 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         steps = check_steps([s.strip() for s in args.steps.split(",") if s.strip()])
     except ValueError as exc:
         raise InputError(f"--steps: {exc}") from None
+    check_settings(plan)
     settings = dict(parse_setting(text) for text in args.set)
     progress = StepProgress(env)
-    fleet_run = FleetDeploy(host_targets(plan), steps=steps, settings=settings,
-                            ssh=SshOverride(key=args.ssh_key, known_hosts=args.known_hosts),
-                            callbacks=[progress.callbacks])
-    return _drive(fleet_run, args, env, progress)
+    ssh = SshOverride(key=args.ssh_key, known_hosts=args.known_hosts)
+
+    def make_run(targets: list[HostTarget]) -> FleetDeploy:
+        return FleetDeploy(targets, steps=steps, settings=settings, ssh=ssh,
+                           callbacks=[progress.callbacks])
+
+    targets = host_targets(plan)
+    if args.dry_run:
+        return _preview(make_run(targets), args, env)
+    policy = rollout_policy(plan.inventory.fleet.rollout, args)
+
+    def wrap(fleet_run: FleetDeploy) -> Any:
+        show_preview(fleet_run.reports.values(), env, args.diff)
+        return progress.live(fleet_run)
+
+    result = roll_out(targets, make_run, ssh, policy, notify=lambda m: env.err.print(m),
+                      wrap=wrap)
+    show_rollout(result, env)
+    status: int = ExitStatus.OK if result.ok else ExitStatus.FINDINGS
+    if not args.no_validate and result.ok and "services" in steps:
+        status = max(status, _validate(plan, args, env))
+    return status
 
 
-def _drive(fleet_run: FleetDeploy, args: argparse.Namespace, env: Environment,
-           progress: StepProgress) -> int:
+def _preview(fleet_run: FleetDeploy, args: argparse.Namespace, env: Environment) -> int:
     try:
         fleet_run.connect()
         reports = fleet_run.prepare(diff=True)
-        show_preview(reports.values(), env, args.diff or args.dry_run)
-        if not args.dry_run:
-            with progress.live(fleet_run):
-                reports = fleet_run.apply()
+        show_preview(reports.values(), env, True)
     finally:
         fleet_run.close()
-    show_summary(reports.values(), env, applied=not args.dry_run)
+    show_summary(reports.values(), env, applied=False)
     return ExitStatus.OK if all(r.ok for r in reports.values()) else ExitStatus.FINDINGS
+
+
+def check_settings(plan: Plan) -> None:
+    """Inventory `settings:` keys must be knobs of group_data/all.py (typos are errors)."""
+    from gpufleet.deploys.settings import defaults
+
+    known = defaults()
+    inv = plan.inventory
+    places = [(("fleet", "settings"), inv.fleet.settings)] + [
+        (("hosts", name, "settings"), host.settings) for name, host in inv.hosts.items()]
+    for path, values in places:
+        for key in values:
+            if key not in known:
+                raise InputError(f"unknown setting {key!r}", where=inv.where(*path, key),
+                                 hint="settings are the gpufleet_* knobs of group_data/all.py")
+
+
+def rollout_policy(policy: RolloutPolicy, args: argparse.Namespace) -> RolloutPolicy:
+    changes = {k: v for k, v in (("batch_size", args.batch_size),
+                                 ("health_timeout_s", args.health_timeout),
+                                 ("max_failed_hosts", args.max_failed_hosts),
+                                 ("health_check", args.health_check)) if v is not None}
+    return policy.model_copy(update=changes)
+
+
+def _validate(plan: Plan, args: argparse.Namespace, env: Environment) -> int:
+    """The last step of every deploy: the GPUs themselves against the plan."""
+    from gpufleet.fleetread import read_fleet
+    from gpufleet.validate import compare
+    from gpufleet.views import finding_line
+
+    readings = read_fleet(plan, ssh_key=args.ssh_key, known_hosts=args.known_hosts)
+    findings = [f for h in plan.hosts for f in compare(h, readings[h.name])]
+    for f in findings:
+        env.out.print(finding_line(f))
+    failed = any(f.severity == "error" for f in findings)
+    env.out.print("[bold red]validation failed[/]" if failed else "[green]validation passed[/]",
+                  markup=True)
+    return ExitStatus.FINDINGS if failed else ExitStatus.OK
+
+
+def show_rollout(result: RolloutResult, env: Environment) -> None:
+    table = Table(title="rollout" + (" (halted)" if result.halted else ""))
+    for column in ("host", "result", "services changed", "notes"):
+        table.add_column(column)
+    style = {"unchanged": "green", "updated": "green", "rolled-back": "yellow",
+             "failed": "red", "skipped": "dim"}
+    for h in result.hosts:
+        notes = [f"{svc}: {why}" for svc, why in h.failures.items()]
+        notes += [h.error] if h.error else []
+        notes += h.report.warnings if h.report else []
+        table.add_row(h.name, f"[{style.get(h.status, '')}]{h.status}[/]",
+                      ", ".join(h.changed_services) or "—", "\n".join(notes))
+    env.out.print(table)
 
 
 # ---------------------------------------------------------------- progress (pyinfra callbacks)
