@@ -32,8 +32,10 @@ def test_files_match_then_edited_unit_reported(plan):
     hashes[unit] = sha256("edited by hand")
     hashes["/etc/systemd/system/gpufleet-old.service"] = sha256("x")
     codes = [(f.code, f.message.split()[0]) for f in compare_files("gpu-01", files, hashes, True)]
-    assert codes == [("file_changed", unit),
-                     ("file_unplanned", "/etc/systemd/system/gpufleet-old.service")]
+    assert codes == [
+        ("file_changed", unit),
+        ("file_unplanned", "/etc/systemd/system/gpufleet-old.service"),
+    ]
 
 
 def test_env_files_skipped_without_secrets(plan):
@@ -59,16 +61,21 @@ def test_running_flags_and_hand_started_process(plan):
 
 def test_versions(plan):
     host = plan.hosts[0]
-    reading = DriftReading("gpu-01", rocm_version="6.3.0-1", vllm_version="0.11.0",
-                           images={"gpufleet-a": "img:old"})
-    codes = [f.code for f in compare_versions(host, reading, "6.4.1", "0.11.0",
-                                              {"gpufleet-a": "img:new"})]
+    reading = DriftReading(
+        "gpu-01", rocm_version="6.3.0-1", vllm_version="0.11.0", images={"gpufleet-a": "img:old"}
+    )
+    codes = [
+        f.code
+        for f in compare_versions(host, reading, "6.4.1", "0.11.0", {"gpufleet-a": "img:new"})
+    ]
     assert codes == ["rocm_version", "image_drifted"]
 
 
 def test_parse_hashes_and_container_units():
     digest = "a" * 64
-    assert parse_hashes(f"{digest}  /etc/gpufleet/x.env\nnoise\n") == {"/etc/gpufleet/x.env": digest}
+    assert parse_hashes(f"{digest}  /etc/gpufleet/x.env\nnoise\n") == {
+        "/etc/gpufleet/x.env": digest
+    }
     proc = RunningVllm(None, ["vllm"], {}, "0::/system.slice/docker-0123456789abcdef.scope")
     (named,) = with_container_units([proc], {"0123456789ab": "gpufleet-x"})
     assert named.unit == "gpufleet-x"

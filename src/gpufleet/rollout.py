@@ -10,8 +10,8 @@ remaining batches are not started.
 from __future__ import annotations
 
 import time
-from contextlib import AbstractContextManager, nullcontext
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,7 @@ class RolloutResult:
 
 
 def batches(items: Sequence[Any], size: int) -> list[list[Any]]:
-    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 def changed_services(report: HostReport, target: HostTarget) -> list[str]:
@@ -74,8 +74,9 @@ def ssh_target(target: HostTarget, ssh: SshOverride) -> SshTarget:
     return SshTarget.of(target.name, target.planned.host, target.fleet, ssh.key, ssh.known_hosts)
 
 
-def wait_healthy(session: Session, target: HostTarget, names: list[str], timeout_s: float,
-                 full: bool) -> dict[str, Probe]:
+def wait_healthy(
+    session: Session, target: HostTarget, names: list[str], timeout_s: float, full: bool
+) -> dict[str, Probe]:
     """Poll the services on the host until all answer or the gate's time is up."""
     services = [s for s in target.services if s.name in names]
     deadline = time.monotonic() + timeout_s
@@ -108,14 +109,20 @@ def vllm_error(session: Session, name: str) -> str:
 def restore(session: Session, changed: list[str]) -> None:
     """Put the known-good files back, reload, and restart what the change touched."""
     units = " ".join(f"gpufleet-{n}.service" for n in changed)
-    session.run(f"systemctl stop {units}; "
-                "rm -f /etc/systemd/system/gpufleet-*.service; "
-                f"cp -a {KNOWN_GOOD}/systemd/. /etc/systemd/system/; "
-                f"rm -rf /etc/gpufleet && mkdir -p /etc/gpufleet && "
-                f"cp -a {KNOWN_GOOD}/gpufleet/. /etc/gpufleet/; systemctl daemon-reload", timeout=120)
+    session.run(
+        f"systemctl stop {units}; "
+        "rm -f /etc/systemd/system/gpufleet-*.service; "
+        f"cp -a {KNOWN_GOOD}/systemd/. /etc/systemd/system/; "
+        f"rm -rf /etc/gpufleet && mkdir -p /etc/gpufleet && "
+        f"cp -a {KNOWN_GOOD}/gpufleet/. /etc/gpufleet/; systemctl daemon-reload",
+        timeout=120,
+    )
     for name in changed:  # in start order, each waits for the one before on its GPU
-        session.run(f"test -f /etc/systemd/system/gpufleet-{name}.service && "
-                    f"systemctl start gpufleet-{name}.service", timeout=2000)
+        session.run(
+            f"test -f /etc/systemd/system/gpufleet-{name}.service && "
+            f"systemctl start gpufleet-{name}.service",
+            timeout=2000,
+        )
 
 
 # ---------------------------------------------------------------- one batch
@@ -127,9 +134,14 @@ Notify = Callable[[str], None]
 Wrap = Callable[[FleetDeploy], AbstractContextManager[Any]]
 
 
-def roll_batch(targets: list[HostTarget], make_run: Callable[[list[HostTarget]], FleetDeploy],
-               ssh: SshOverride, policy: RolloutPolicy, notify: Notify,
-               wrap: Wrap = lambda _: nullcontext()) -> list[HostOutcome]:
+def roll_batch(
+    targets: list[HostTarget],
+    make_run: Callable[[list[HostTarget]], FleetDeploy],
+    ssh: SshOverride,
+    policy: RolloutPolicy,
+    notify: Notify,
+    wrap: Wrap = lambda _: nullcontext(),
+) -> list[HostOutcome]:
     outcomes = {t.name: HostOutcome(t.name) for t in targets}
     fleet_run = make_run(targets)
     try:
@@ -158,8 +170,14 @@ def _snapshot(target: HostTarget, ssh: SshOverride, outcome: HostOutcome) -> Non
         outcome.error = str(exc)
 
 
-def _gate(target: HostTarget, outcome: HostOutcome, report: HostReport, ssh: SshOverride,
-          policy: RolloutPolicy, notify: Notify) -> None:
+def _gate(
+    target: HostTarget,
+    outcome: HostOutcome,
+    report: HostReport,
+    ssh: SshOverride,
+    policy: RolloutPolicy,
+    notify: Notify,
+) -> None:
     if not report.ok and not outcome.changed_services:
         outcome.status, outcome.error = "failed", report.error
         return
@@ -170,18 +188,21 @@ def _gate(target: HostTarget, outcome: HostOutcome, report: HostReport, ssh: Ssh
     try:
         with Session(ssh_target(target, ssh)) as session:
             notify(f"{target.name}: waiting for {', '.join(outcome.changed_services)}")
-            probes = wait_healthy(session, target, outcome.changed_services,
-                                  policy.health_timeout_s, full)
+            probes = wait_healthy(
+                session, target, outcome.changed_services, policy.health_timeout_s, full
+            )
             bad = [n for n, p in probes.items() if not p.ok]
             if not bad and report.ok:
                 outcome.status = "updated"
                 return
-            outcome.failures = {n: f"{probes[n].detail}; log: {vllm_error(session, n)}"
-                                for n in bad}
+            outcome.failures = {
+                n: f"{probes[n].detail}; log: {vllm_error(session, n)}" for n in bad
+            }
             notify(f"{target.name}: {', '.join(bad) or 'deploy'} failed: rolling back")
             restore(session, outcome.changed_services)
-            after = wait_healthy(session, target, outcome.changed_services,
-                                 policy.health_timeout_s, full)
+            after = wait_healthy(
+                session, target, outcome.changed_services, policy.health_timeout_s, full
+            )
             outcome.status = "rolled-back" if all(p.ok for p in after.values()) else "failed"
             outcome.error = report.error
     except HostUnreachable as exc:
@@ -191,15 +212,22 @@ def _gate(target: HostTarget, outcome: HostOutcome, report: HostReport, ssh: Ssh
 # ---------------------------------------------------------------- the rollout
 
 
-def roll_out(targets: list[HostTarget], make_run: Callable[[list[HostTarget]], FleetDeploy],
-             ssh: SshOverride, policy: RolloutPolicy, notify: Notify = lambda _: None,
-             wrap: Wrap = lambda _: nullcontext()) -> RolloutResult:
+def roll_out(
+    targets: list[HostTarget],
+    make_run: Callable[[list[HostTarget]], FleetDeploy],
+    ssh: SshOverride,
+    policy: RolloutPolicy,
+    notify: Notify = lambda _: None,
+    wrap: Wrap = lambda _: nullcontext(),
+) -> RolloutResult:
     """Batches of `policy.batch_size` hosts; halt after `policy.max_failed_hosts` failures."""
     done: list[HostOutcome] = []
     for batch in batches(targets, policy.batch_size):
         if sum(not h.ok for h in done) >= policy.max_failed_hosts:
-            done += [HostOutcome(t.name, status="skipped",
-                                 error="not started: the rollout halted") for t in batch]
+            done += [
+                HostOutcome(t.name, status="skipped", error="not started: the rollout halted")
+                for t in batch
+            ]
             continue
         notify(f"batch: {', '.join(t.name for t in batch)}")
         done += roll_batch(batch, make_run, ssh, policy, notify, wrap)

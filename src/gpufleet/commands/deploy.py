@@ -17,9 +17,9 @@ from rich.table import Table
 from gpufleet import inventory
 from gpufleet.deploy import FleetDeploy, HostReport, SshOverride, host_targets, parse_setting
 from gpufleet.deploys.site import STEPS, check_steps
+from gpufleet.deploys.target import HostTarget
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
-from gpufleet.deploys.target import HostTarget
 from gpufleet.inventory import RolloutPolicy
 from gpufleet.plan import Plan, build_plan
 from gpufleet.rollout import RolloutResult, roll_out

@@ -176,12 +176,14 @@ def _remove_run_dir(cfg: LabConfig) -> None:
     if not cfg.run_dir.exists():
         return
     for entry in cfg.run_dir.iterdir():
-        if entry.name == "wheels":
+        if entry.name == "wheels" and any(entry.iterdir()):
             continue  # filled by others (test doubles); it is data, not runtime state
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
+    if not any(cfg.run_dir.iterdir()):
+        cfg.run_dir.rmdir()
 
 
 def _remove_tagged_iptables_rules(cfg: LabConfig) -> None:
