@@ -68,6 +68,8 @@ gpufleet_venv_dir = "/opt/gpufleet/venv"
 gpufleet_pip_index_url = "https://pypi.org/simple"
 # Extra indexes, e.g. vLLM's ROCm wheels: ["https://wheels.vllm.ai/rocm/0.18.0/rocm700"].
 gpufleet_pip_extra_index_urls = []
+# Plain-HTTP index hosts pip may use (an air-gapped mirror, the test lab); empty = HTTPS only.
+gpufleet_pip_trusted_hosts = []
 # The requirement installed; {version} is the fleet's vllm_version. ROCm wheels carry a local
 # version ("{version}+rocm700"): say so here, or pip sees a mismatch on every run.
 gpufleet_vllm_requirement = "vllm=={version}"
@@ -90,3 +92,7 @@ gpufleet_weights_state_dir = "/etc/gpufleet/weights"
 
 # Steps deploys/site.py runs (`--data gpufleet_steps=rocm,services`); `gpufleet deploy` has --steps.
 gpufleet_steps = ["rocm", "tuning", "runtime", "weights", "services"]
+
+# Extra paths the sandboxed (ProtectSystem=strict) venv units may write, besides the model
+# cache. Empty on real hosts; the test lab adds its emulated GPU state (/run/fakegpu).
+gpufleet_unit_read_write_paths = []

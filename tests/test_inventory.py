@@ -88,12 +88,17 @@ def test_duplicate_port():
     assert "inv.yml:21:" in message
 
 
-def test_duplicate_service_name_across_hosts():
+def test_duplicate_service_name_on_a_host():
+    text = GOOD.replace("name: docs", "name: small")
+    assert "host h1: service name 'small' is used twice" in load_error(text)
+
+
+def test_same_service_name_on_two_hosts_is_fine():
     text = GOOD + (
         "  h2:\n    address: h2.test.example\n    services:\n"
         "      - {name: small, kind: docling, gpus: [0], port: 1, memory_gib: 1}\n"
     )
-    assert "service name 'small' is used twice" in load_error(text)
+    assert set(inventory.loads(text, "inv.yml").hosts) == {"h1", "h2"}
 
 
 def test_duplicate_key():

@@ -19,7 +19,8 @@ from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, GpufleetError
 
 COMMANDS = [
-    "plan", "estimate", "models", "render", "deploy", "validate", "status", "drift", "adopt",
+    "plan", "estimate", "models", "render", "deploy", "validate", "status", "drift", "rebuild",
+    "adopt",
     "smi", "lab",
 ]
 

@@ -79,6 +79,11 @@ def host_data(inv_host: Host_, ssh: SshOverride, settings: dict[str, Any]) -> di
     return {**data, **settings}
 
 
+def merged_settings(target: HostTarget, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Knobs by precedence: group_data defaults < fleet.settings < host settings < --set."""
+    return {**target.fleet.settings, **target.planned.host.settings, **(overrides or {})}
+
+
 def host_targets(plan: Plan, names: Sequence[str] | None = None) -> list[HostTarget]:
     """The HostTarget of each chosen host: rendered files and the hub tokens it needs."""
     secrets = resolve_secrets(plan.inventory.fleet)
@@ -166,7 +171,8 @@ class FleetDeploy:
         self._names = {name: f"{connector}/{name}" if connector else name for name in self.targets}
         self._by_host: dict[str, str] = {v: k for k, v in self._names.items()}
         rows = [(self._names[t.name], {**host_data(t.planned.host, ssh or SshOverride(),
-                                                   settings or {}), **(extra_data or {})})
+                                                   merged_settings(t, settings)),
+                                       **(extra_data or {})})
                 for t in targets]
         self.state = State(Inventory((rows, {})), Config(FAIL_PERCENT=None))
         for callback in callbacks:

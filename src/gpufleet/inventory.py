@@ -269,9 +269,9 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 def check_consistency(inv: Inventory) -> list[InputError]:
     """What the schema alone cannot see: GPU indices, ports, names, kinds vs memory keys."""
     problems: list[InputError] = []
-    names: dict[str, str] = {}
     for host_name, host in inv.hosts.items():
         ports: dict[int, str] = {}
+        names: set[str] = set()
         gpu = (host.gpu or inv.fleet.gpu).lower()
         if gpu not in GPU_MODELS:
             problems.append(
@@ -302,15 +302,15 @@ def check_consistency(inv: Inventory) -> list[InputError]:
                     )
                 )
             ports[svc.port] = svc.name
-            if svc.name in names:
+            if svc.name in names:  # identical hosts may reuse names: units are per host
                 problems.append(
                     InputError(
-                        f"service name {svc.name!r} is used twice (also on {names[svc.name]})",
+                        f"host {host_name}: service name {svc.name!r} is used twice",
                         where=inv.service_where(host_name, i, "name"),
-                        hint="names identify systemd units and must be unique in the fleet",
+                        hint="names identify systemd units and must be unique on a host",
                     )
                 )
-            names[svc.name] = host_name
+            names.add(svc.name)
     return problems
 
 

@@ -175,6 +175,18 @@ def _check_fleet(inv: Inventory) -> None:
 # ---------------------------------------------------------------- the files
 
 
+def extra_write_paths(inv: Inventory, host: str) -> list[str]:
+    """Paths the sandboxed venv units may write besides the model cache (setting
+    gpufleet_unit_read_write_paths, fleet-wide or per host): the lab's emulated GPU state."""
+    key = "gpufleet_unit_read_write_paths"
+    paths = inv.hosts[host].settings.get(key, inv.fleet.settings.get(key, []))
+    for path in paths:
+        if not isinstance(path, str) or not _PLAIN_PATH.fullmatch(path):
+            raise InputError(f"{key}: {path!r} is not a plain absolute path",
+                             where=inv.where("fleet", "settings", key))
+    return list(paths)
+
+
 def _unit_file(inv: Inventory, host: str, ps: PlannedService) -> RenderedFile:
     fleet, svc = inv.fleet, ps.service
     run = launch(inv, host, ps)
@@ -189,6 +201,7 @@ def _unit_file(inv: Inventory, host: str, ps: PlannedService) -> RenderedFile:
         "image": run.image, "engine": fleet.container_engine,
         "engine_bin": ENGINES[fleet.container_engine], "user": SERVICE_USER,
         "cache_dir": CACHE_DIR, "start_timeout_s": START_TIMEOUT_S,
+        "read_write_paths": " ".join([fleet.model_cache, *extra_write_paths(inv, host)]),
     }
     content = _template(f"{fleet.runtime}.service.j2").render(context)
     return RenderedFile(f"{UNIT_DIR}/{unit_name(svc.name)}", content)

@@ -24,6 +24,8 @@ from gpufleet.probe import Probe
 from gpufleet.remote import HostUnreachable, Session, SshTarget
 
 KNOWN_GOOD = "/var/lib/gpufleet/known-good"
+UNIT_OP = "/etc/systemd/system/gpufleet-"  # operation names that upload units / env files
+ENV_OP = "/etc/gpufleet/"
 POLL_S = 2.0
 SNAPSHOT = f"""set -e
 rm -rf {KNOWN_GOOD}.new && mkdir -p {KNOWN_GOOD}.new/systemd {KNOWN_GOOD}.new/gpufleet
@@ -170,16 +172,10 @@ def _snapshot(target: HostTarget, ssh: SshOverride, outcome: HostOutcome) -> Non
         outcome.error = str(exc)
 
 
-def _gate(
-    target: HostTarget,
-    outcome: HostOutcome,
-    report: HostReport,
-    ssh: SshOverride,
-    policy: RolloutPolicy,
-    notify: Notify,
-) -> None:
-    if not report.ok and not outcome.changed_services:
-        outcome.status, outcome.error = "failed", report.error
+def _gate(target: HostTarget, outcome: HostOutcome, report: HostReport, ssh: SshOverride,
+          policy: RolloutPolicy, notify: Notify) -> None:
+    if not report.ok:
+        _failed_deploy(target, outcome, report, ssh, policy, notify)
         return
     if not outcome.changed_services:
         outcome.status = "unchanged"
@@ -188,25 +184,45 @@ def _gate(
     try:
         with Session(ssh_target(target, ssh)) as session:
             notify(f"{target.name}: waiting for {', '.join(outcome.changed_services)}")
-            probes = wait_healthy(
-                session, target, outcome.changed_services, policy.health_timeout_s, full
-            )
+            probes = wait_healthy(session, target, outcome.changed_services,
+                                  policy.health_timeout_s, full)
             bad = [n for n, p in probes.items() if not p.ok]
-            if not bad and report.ok:
+            if not bad:
                 outcome.status = "updated"
                 return
-            outcome.failures = {
-                n: f"{probes[n].detail}; log: {vllm_error(session, n)}" for n in bad
-            }
-            notify(f"{target.name}: {', '.join(bad) or 'deploy'} failed: rolling back")
-            restore(session, outcome.changed_services)
-            after = wait_healthy(
-                session, target, outcome.changed_services, policy.health_timeout_s, full
-            )
-            outcome.status = "rolled-back" if all(p.ok for p in after.values()) else "failed"
-            outcome.error = report.error
+            outcome.failures = {n: f"{probes[n].detail}; log: {vllm_error(session, n)}"
+                                for n in bad}
+            _roll_back(session, target, outcome, policy, notify)
     except HostUnreachable as exc:
         outcome.status, outcome.error = "failed", str(exc)
+
+
+def _failed_deploy(target: HostTarget, outcome: HostOutcome, report: HostReport,
+                   ssh: SshOverride, policy: RolloutPolicy, notify: Notify) -> None:
+    """The deploy itself failed: if it got as far as the units, put the known-good set back."""
+    outcome.status, outcome.error = "failed", report.error
+    touched = any(UNIT_OP in name or ENV_OP in name for name in report.changes)
+    if not (touched and outcome.changed_services):
+        return
+    try:
+        with Session(ssh_target(target, ssh)) as session:
+            outcome.failures = {n: vllm_error(session, n) for n in outcome.changed_services
+                                if n in _failed_units(session, outcome.changed_services)}
+            _roll_back(session, target, outcome, policy, notify)
+            outcome.status = "failed" if outcome.status != "rolled-back" else "rolled-back"
+    except HostUnreachable as exc:
+        outcome.error = f"{report.error}\n{exc}"
+
+
+def _roll_back(session: Session, target: HostTarget, outcome: HostOutcome,
+               policy: RolloutPolicy, notify: Notify) -> None:
+    notify(f"{target.name}: {', '.join(outcome.failures) or 'the deploy'} failed: rolling back")
+    restore(session, outcome.changed_services)
+    kept = [n for n in outcome.changed_services
+            if session.run(f"test -f /etc/systemd/system/gpufleet-{n}.service").rc == 0]
+    after = wait_healthy(session, target, kept, policy.health_timeout_s,
+                         policy.health_check == "request") if kept else {}
+    outcome.status = "rolled-back" if all(p.ok for p in after.values()) else "failed"
 
 
 # ---------------------------------------------------------------- the rollout

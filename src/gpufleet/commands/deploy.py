@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
@@ -68,7 +69,9 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     check_settings(plan)
     settings = dict(parse_setting(text) for text in args.set)
     progress = StepProgress(env)
-    ssh = SshOverride(key=args.ssh_key, known_hosts=args.known_hosts)
+    fleet = plan.inventory.fleet
+    ssh = SshOverride(key=_path(args.ssh_key or fleet.ssh_key),
+                      known_hosts=_path(args.known_hosts or fleet.ssh_known_hosts))
 
     def make_run(targets: list[HostTarget]) -> FleetDeploy:
         return FleetDeploy(targets, steps=steps, settings=settings, ssh=ssh,
@@ -90,6 +93,10 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     if not args.no_validate and result.ok and "services" in steps:
         status = max(status, _validate(plan, args, env))
     return status
+
+
+def _path(value: str | None) -> str | None:
+    return str(Path(value).expanduser()) if value else None
 
 
 def _preview(fleet_run: FleetDeploy, args: argparse.Namespace, env: Environment) -> int:

@@ -6,6 +6,7 @@ import argparse
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -13,6 +14,7 @@ from rich.table import Table
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, GpufleetError, InputError
 from gpufleet.lab import Lab, LabConfig, LabError, down, preflight_problem, status, up
+from gpufleet.lab.fleet import write_lab_fleet
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -27,6 +29,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     up_p = sub.add_parser("up", help="boot N hosts (default 3)")
     up_p.add_argument("n", nargs="?", type=int, default=3, metavar="N")
     up_p.add_argument("--fake-gpus", type=int, default=8, help="emulated MI300X per host (8)")
+    up_p.add_argument("--inventory", default="inventories/lab.yml", metavar="PATH",
+                      help="where to write the lab fleet's inventory (inventories/lab.yml)")
     sub.add_parser("down", help="stop and remove every trace of the lab")
     sub.add_parser("status", help="table of hosts: address, state, ssh, uptime")
     for p in sub.choices.values():
@@ -46,7 +50,10 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     try:
         with _log_to(env):
             if args.lab_command == "up":
-                _show_up(up(cfg, args.n), env)
+                lab = up(cfg, args.n)
+                _show_up(lab, env)
+                written = write_lab_fleet(lab, Path(args.inventory))
+                env.out.print(f"inventory: {written}  (try: gpufleet plan {written})")
             elif args.lab_command == "down":
                 down(cfg)
             else:

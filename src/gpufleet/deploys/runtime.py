@@ -53,6 +53,7 @@ def containers(target: HostTarget) -> None:
 def pip_index_args() -> str:
     args = [f"--index-url {setting('gpufleet_pip_index_url')}"]
     args += [f"--extra-index-url {url}" for url in setting("gpufleet_pip_extra_index_urls")]
+    args += [f"--trusted-host {h}" for h in setting("gpufleet_pip_trusted_hosts")]
     return " ".join(args)
 
 

@@ -390,13 +390,21 @@ def load_cards(base: Path) -> list[Card]:
 
 @contextlib.contextmanager
 def _locked(base: Path) -> Iterator[None]:
-    """One writer at a time: the daemon and every claiming process share this lock."""
-    with open(base / "lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """One writer at a time: the daemon and every claiming process share this lock.
+
+    Writes happen with umask 0: services run as an unprivileged user (on a real host the render
+    group opens /dev/kfd), so the emulated driver state must be writable by any process.
+    """
+    old_umask = os.umask(0)
+    try:
+        with open(base / "lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        os.umask(old_umask)
 
 
 def process_start(pid: int) -> int | None:
@@ -631,7 +639,11 @@ def run(base: Path, count: int, model: str, *, do_mount: bool = True) -> None:
     """The daemon: build the tree, mount it, then sweep dead claims forever."""
     if do_mount:
         unmount()  # a rebuilt layer is a new directory: the old overlay would point at nothing
-    build_tree(base, count, model)
+    old_umask = os.umask(0)  # see _locked: any process may claim memory
+    try:
+        build_tree(base, count, model)
+    finally:
+        os.umask(old_umask)
     if do_mount:
         mount(base)
     _sd_notify("READY=1")
