@@ -42,6 +42,10 @@ KIND_BY_MODE = {
     "transcription": "whisper",
 }
 GPU_ENV = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
+# set by gpufleet's own units (or meaningless to carry over): not part of a service's `env:`
+UNIT_ENV = {*GPU_ENV, "HF_HOME", "HF_HUB_OFFLINE"}
+# their values never leave the host: the FIND script blanks them, import references a secret
+SECRET_ENV = ("VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,12 @@ def service_from_argv(argv: list[str], env: dict[str, str], name: str) -> dict[s
     svc.setdefault("port", 8000)
     if extra:
         svc["extra_args"] = extra
+    plain = {k: v for k, v in sorted(env.items()) if k not in UNIT_ENV and k not in SECRET_ENV}
+    if plain:
+        svc["env"] = plain
+    secret_refs = {k: k.lower() for k in SECRET_ENV if k in env}
+    if secret_refs:
+        svc["secrets"] = secret_refs
     return svc
 
 
@@ -134,14 +144,24 @@ def service_name(unit: str | None, model: str) -> str:
 # ---------------------------------------------------------------- reading a host
 
 
-FIND = r"""for p in $(pgrep -f 'vllm serve|vllm.entrypoints.openai.api_server'); do
+FIND = r"""for p in $(pgrep -f 'vllm serve|vllm.entrypoints.openai.api_server' | grep -vx $$); do
   [ "$(cat /proc/$p/comm 2>/dev/null)" = "docker" ] && continue
   ppid=$(awk '{print $4}' /proc/$p/stat 2>/dev/null)
   pgrep -f 'vllm serve|api_server' | grep -qx "$ppid" && continue
   echo "PID $p"; tr '\0' '\n' < /proc/$p/cmdline; echo "ENV"
-  tr '\0' '\n' < /proc/$p/environ | grep -E '^(HIP|ROCR|CUDA)_VISIBLE_DEVICES='
+  tr '\0' '\n' < /proc/$p/environ | grep -E '^(HIP|ROCR|CUDA)_VISIBLE_DEVICES=|^(VLLM|HF|HSA|NCCL|RCCL|PYTORCH|TORCH|MIOPEN|HUGGING_FACE)_' | sed -E 's/^(VLLM_API_KEY|HF_TOKEN|HUGGING_FACE_HUB_TOKEN)=.*/\1=<secret>/'
   echo "CGROUP $(tr '\n' ' ' < /proc/$p/cgroup)"; echo "END"
 done"""
+
+
+def _is_vllm(argv: list[str]) -> bool:
+    if not argv or argv[0].rsplit("/", 1)[-1] in ("sh", "bash", "dash", "pgrep"):
+        return False
+    try:
+        serve_args(argv)
+    except (InputError, IndexError):
+        return False
+    return True
 
 
 def parse_find_output(text: str) -> list[RunningVllm]:
@@ -152,6 +172,8 @@ def parse_find_output(text: str) -> list[RunningVllm]:
             continue
         env_at = lines.index("ENV") if "ENV" in lines else len(lines)
         argv = lines[1:env_at]
+        if not _is_vllm(argv):  # the reading shell itself, or a process gone meanwhile
+            continue
         env = dict(
             ln.split("=", 1)
             for ln in lines[env_at + 1 :]

@@ -31,7 +31,6 @@ VENV_VLLM = "/opt/gpufleet/venv/bin/vllm"
 VENV_DOCLING = "/opt/gpufleet/docling/bin/docling-serve"
 CACHE_DIR = "/var/cache/gpufleet"  # HOME of the venv services: torch, triton and vLLM caches
 ENGINES = {"docker": "/usr/bin/docker", "podman": "/usr/bin/podman"}
-START_TIMEOUT_S = 1800  # a 70B model loads for minutes; covers the readiness wait as well
 # GPU pinning and the weights cache belong to the plan; a service's `env:` must not override them.
 RESERVED_ENV = ("HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
                 "HF_HOME", "HF_HUB_OFFLINE")
@@ -175,6 +174,12 @@ def _check_fleet(inv: Inventory) -> None:
 # ---------------------------------------------------------------- the files
 
 
+def start_timeout_s(fleet: Fleet) -> int:
+    """TimeoutStartSec= is the rollout's health gate: a start (load + readiness wait) that takes
+    longer has failed, systemd stops it, and the rollout rolls the host back."""
+    return int(fleet.rollout.health_timeout_s)
+
+
 def extra_write_paths(inv: Inventory, host: str) -> list[str]:
     """Paths the sandboxed venv units may write besides the model cache (setting
     gpufleet_unit_read_write_paths, fleet-wide or per host): the lab's emulated GPU state."""
@@ -200,7 +205,7 @@ def _unit_file(inv: Inventory, host: str, ps: PlannedService) -> RenderedFile:
         "offline": svc.kind.runs_vllm, "program": run.program, "args": run.args,
         "image": run.image, "engine": fleet.container_engine,
         "engine_bin": ENGINES[fleet.container_engine], "user": SERVICE_USER,
-        "cache_dir": CACHE_DIR, "start_timeout_s": START_TIMEOUT_S,
+        "cache_dir": CACHE_DIR, "start_timeout_s": start_timeout_s(fleet),
         "read_write_paths": " ".join([fleet.model_cache, *extra_write_paths(inv, host)]),
     }
     content = _template(f"{fleet.runtime}.service.j2").render(context)

@@ -80,8 +80,14 @@ def run(args: argparse.Namespace, env: Environment) -> int:
 def inventory_doc(
     name: str, fleet: Fleet, host: Host, services: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    fleet_doc = fleet.model_dump(exclude_defaults=True, exclude={"secrets"})
+    fleet_doc = fleet.model_dump(mode="json", exclude_defaults=True, exclude={"secrets"})
     fleet_doc.setdefault("name", fleet.name)
-    host_doc = host.model_dump(exclude_defaults=True, exclude={"services"})
+    known = fleet.model_dump(mode="json")["secrets"]
+    wanted = {ref: var for svc in services for var, ref in svc.get("secrets", {}).items()}
+    # secrets the inventory defines are kept; new ones read the controller's environment
+    fleet_doc["secrets"] = {ref: known.get(ref, {"env": var}) for ref, var in sorted(wanted.items())}
+    if not fleet_doc["secrets"]:
+        del fleet_doc["secrets"]
+    host_doc = host.model_dump(mode="json", exclude_defaults=True, exclude={"services"})
     host_doc["address"] = host.address
     return {"fleet": fleet_doc, "hosts": {name: {**host_doc, "services": services}}}

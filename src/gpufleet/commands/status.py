@@ -16,7 +16,7 @@ from gpufleet.errors import ExitStatus
 from gpufleet.fleetread import read_fleet
 from gpufleet.gpus import GIB
 from gpufleet.plan import PlannedHost, build_plan
-from gpufleet.validate import HostReading, host_rows
+from gpufleet.validate import IDLE_GPU_BYTES, HostReading, host_rows
 
 STATE_STYLE = {"active": "green", "activating": "yellow", "failed": "bold red"}
 
@@ -58,6 +58,8 @@ def status_table(host: PlannedHost, reading: HostReading) -> Table:
     )
     for gpu in host.gpus:
         got = measured.get(gpu.index)
+        if not gpu.segments and (got or 0) < IDLE_GPU_BYTES:
+            continue  # an idle GPU nobody planned: nothing to show
         gpu_label = f"{gpu.index}  {(got or 0) / GIB:.0f}/{gpu.used_bytes / GIB:.0f} GiB"
         for i, (name, _) in enumerate(gpu.segments or [("—", 0)]):
             row = rows.get(name)
