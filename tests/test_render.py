@@ -175,8 +175,9 @@ def test_every_unit_waits_until_its_health_url_answers(runtime: str):
                             ("tool", 9000, "/healthz")]:
         (post,) = directives(unit_of(files, svc), "ExecStartPost")
         assert f"http://127.0.0.1:{port}{path})\" = 200" in post
-    for text in units(files).values():
-        assert directives(text, "TimeoutStartSec") == ["1800"]
+        assert "kill -0 $$MAINPID" in post  # gives up when the service itself died
+    for text in units(files).values():  # the rollout's health gate (fleet.rollout default)
+        assert directives(text, "TimeoutStartSec") == ["900"]
 
 
 def test_target_wants_every_service_in_start_order():
