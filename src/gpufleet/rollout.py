@@ -99,6 +99,12 @@ def _failed_units(session: Session, names: list[str]) -> list[str]:
     return [n for n, state in zip(names, out, strict=False) if state == "failed"]
 
 
+def _active_units(session: Session, names: list[str]) -> list[str]:
+    units = " ".join(f"gpufleet-{n}.service" for n in names)
+    out = session.run(f"systemctl is-active {units}").stdout.split()
+    return [n for n, state in zip(names, out, strict=False) if state == "active"]
+
+
 def vllm_error(session: Session, name: str) -> str:
     """The last error lines the service logged (vLLM's own message), for the report."""
     out = session.run(
@@ -207,7 +213,7 @@ def _failed_deploy(target: HostTarget, outcome: HostOutcome, report: HostReport,
     try:
         with Session(ssh_target(target, ssh)) as session:
             outcome.failures = {n: vllm_error(session, n) for n in outcome.changed_services
-                                if n in _failed_units(session, outcome.changed_services)}
+                                if n not in _active_units(session, outcome.changed_services)}
             _roll_back(session, target, outcome, policy, notify)
             outcome.status = "failed" if outcome.status != "rolled-back" else "rolled-back"
     except HostUnreachable as exc:

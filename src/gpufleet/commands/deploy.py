@@ -162,6 +162,10 @@ def show_rollout(result: RolloutResult, env: Environment) -> None:
         table.add_row(h.name, f"[{style.get(h.status, '')}]{h.status}[/]",
                       ", ".join(h.changed_services) or "—", "\n".join(notes))
     env.out.print(table)
+    for h in result.hosts:  # one unwrapped line per failure: greppable, copy-pastable
+        for svc, why in h.failures.items():
+            env.out.print(f"[red]failed[/] {h.name}/{svc}: {' '.join(why.split())}",
+                          markup=True, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- progress (pyinfra callbacks)
