@@ -149,7 +149,9 @@ FIND = r"""for p in $(pgrep -f 'vllm serve|vllm.entrypoints.openai.api_server' |
   ppid=$(awk '{print $4}' /proc/$p/stat 2>/dev/null)
   pgrep -f 'vllm serve|api_server' | grep -qx "$ppid" && continue
   echo "PID $p"; tr '\0' '\n' < /proc/$p/cmdline; echo "ENV"
-  tr '\0' '\n' < /proc/$p/environ | grep -E '^(HIP|ROCR|CUDA)_VISIBLE_DEVICES=|^(VLLM|HF|HSA|NCCL|RCCL|PYTORCH|TORCH|MIOPEN|HUGGING_FACE)_' | sed -E 's/^(VLLM_API_KEY|HF_TOKEN|HUGGING_FACE_HUB_TOKEN)=.*/\1=<secret>/'
+  tr '\0' '\n' < /proc/$p/environ \
+    | grep -E '^(HIP|ROCR|CUDA)_VISIBLE_DEVICES=|^(VLLM|HF|HSA|NCCL|RCCL|PYTORCH|TORCH|MIOPEN)_' \
+    | sed -E 's/^(VLLM_API_KEY|HF_TOKEN|HUGGING_FACE_HUB_TOKEN)=.*/\1=<secret>/'
   echo "CGROUP $(tr '\n' ' ' < /proc/$p/cgroup)"; echo "END"
 done"""
 

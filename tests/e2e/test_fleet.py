@@ -143,6 +143,19 @@ def test_fresh_provision_starts_everything_in_order(lab: Lab, inv: Path) -> None
         assert int(smi["card0"]["VRAM Total Used Memory (B)"]) > 20 * 2**30
 
 
+def test_secret_never_leaves_its_env_file(lab: Lab, inv: Path) -> None:
+    key_file = yaml.safe_load(inv.read_text())["fleet"]["secrets"]["api_key"]["file"]
+    key = Path(key_file).read_text().strip()
+    dry = deploy(inv, "--dry-run", "--diff")
+    assert key not in dry.stdout + dry.stderr
+    for host in hosts(lab):
+        visible = sh(lab, host, "ps -eo args; journalctl --no-pager -o cat; "
+                                "cat /etc/systemd/system/gpufleet-*.service")
+        assert key not in visible
+        assert sh(lab, host, "stat -c '%a %U' /etc/gpufleet/chat.env").split() == ["600", "root"]
+        assert key in sh(lab, host, "cat /etc/gpufleet/chat.env")  # where it belongs
+
+
 def test_second_run_changes_and_restarts_nothing(lab: Lab, inv: Path) -> None:
     before = {h: units(lab, h) for h in hosts(lab)}
     result = deploy(inv)

@@ -85,7 +85,9 @@ def inventory_doc(
     known = fleet.model_dump(mode="json")["secrets"]
     wanted = {ref: var for svc in services for var, ref in svc.get("secrets", {}).items()}
     # secrets the inventory defines are kept; new ones read the controller's environment
-    fleet_doc["secrets"] = {ref: known.get(ref, {"env": var}) for ref, var in sorted(wanted.items())}
+    fleet_doc["secrets"] = {
+        ref: known.get(ref, {"env": var}) for ref, var in sorted(wanted.items())
+    }
     if not fleet_doc["secrets"]:
         del fleet_doc["secrets"]
     host_doc = host.model_dump(mode="json", exclude_defaults=True, exclude={"services"})

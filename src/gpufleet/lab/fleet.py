@@ -98,8 +98,10 @@ def write_lab_fleet(lab: Lab, path: Path) -> Path:
     """Publish the double and write the lab's inventory to `path`."""
     publish_vllm_double(lab)
     doc = lab_inventory(lab, api_key(lab))
-    header = ("# The lab fleet, written by `gpufleet lab up`: real hosts on this machine, emulated\n"
-              "# MI300X GPUs, and the vllm-test-double standing in for vLLM. Regenerated each up.\n")
+    header = (
+        "# The lab fleet, written by `gpufleet lab up`: real hosts on this machine, emulated\n"
+        "# MI300X GPUs, and the vllm-test-double standing in for vLLM. Regenerated each up.\n"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=100), encoding="utf-8")
     return path
