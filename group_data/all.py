@@ -73,6 +73,9 @@ gpufleet_pip_trusted_hosts = []
 # The requirement installed; {version} is the fleet's vllm_version. ROCm wheels carry a local
 # version ("{version}+rocm700"): say so here, or pip sees a mismatch on every run.
 gpufleet_vllm_requirement = "vllm=={version}"
+# venv runtime, docling services: docling-serve in a venv of its own (its torch is not vLLM's).
+gpufleet_docling_venv_dir = "/opt/gpufleet/docling"
+gpufleet_docling_requirement = "docling-serve"
 # container runtime: engine packages from the distribution (docker.io or podman).
 gpufleet_container_packages = {"docker": ["docker.io"], "podman": ["podman"]}
 

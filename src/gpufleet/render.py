@@ -20,15 +20,13 @@ import jinja2
 from gpufleet.errors import InputError
 from gpufleet.inventory import Fleet, Inventory, Kind
 from gpufleet.plan import Plan, PlannedHost, PlannedService, start_order_groups
+from gpufleet.settings import host_setting
 
 # ---------------------------------------------------------------- where things live on a host
 
 UNIT_DIR = "/etc/systemd/system"
 CONFIG_DIR = "/etc/gpufleet"
 TARGET = "gpufleet.target"
-SERVICE_USER = "gpufleet"  # venv runtime: a system user in the render and video groups
-VENV_VLLM = "/opt/gpufleet/venv/bin/vllm"
-VENV_DOCLING = "/opt/gpufleet/docling/bin/docling-serve"
 CACHE_DIR = "/var/cache/gpufleet"  # HOME of the venv services: torch, triton and vLLM caches
 ENGINES = {"docker": "/usr/bin/docker", "podman": "/usr/bin/podman"}
 # GPU pinning and the weights cache belong to the plan; a service's `env:` must not override them.
@@ -116,9 +114,11 @@ def launch(inv: Inventory, host: str, ps: PlannedService) -> Launch:
     """The program and arguments of a service, for the fleet's runtime."""
     svc, container = ps.service, inv.fleet.runtime == "container"
     if svc.kind.runs_vllm:
-        program, args = ("vllm" if container else VENV_VLLM), ps.vllm_args
+        venv = host_setting(inv, host, "gpufleet_venv_dir")
+        program, args = ("vllm" if container else f"{venv}/bin/vllm"), ps.vllm_args
     elif svc.kind is Kind.DOCLING:
-        program = "docling-serve" if container else VENV_DOCLING
+        venv = host_setting(inv, host, "gpufleet_docling_venv_dir")
+        program = "docling-serve" if container else f"{venv}/bin/docling-serve"
         args = ("run", "--host", "0.0.0.0", "--port", str(svc.port), *svc.extra_args)
     else:
         command = svc.command or []
@@ -204,7 +204,7 @@ def _unit_file(inv: Inventory, host: str, ps: PlannedService) -> RenderedFile:
         "env_file": env_file_path(svc.name), "model_cache": fleet.model_cache,
         "offline": svc.kind.runs_vllm, "program": run.program, "args": run.args,
         "image": run.image, "engine": fleet.container_engine,
-        "engine_bin": ENGINES[fleet.container_engine], "user": SERVICE_USER,
+        "engine_bin": ENGINES[fleet.container_engine], "user": host_setting(inv, host, "gpufleet_service_user"),
         "cache_dir": CACHE_DIR, "start_timeout_s": start_timeout_s(fleet),
         "read_write_paths": " ".join([fleet.model_cache, *extra_write_paths(inv, host)]),
     }

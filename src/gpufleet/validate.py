@@ -8,9 +8,9 @@ service on the host itself.
 Tolerance: a GPU's or a service's measured VRAM may differ from the plan by at most
 max(10 % of the planned bytes, 0.5 GiB). vLLM fills its whole budget with KV cache, so a running
 instance holds budget + baseline almost exactly; the slack covers the HIP context and allocator
-rounding that differ between ROCm versions, and still catches a small embedder grown by 30 %. More than that above the plan is an error (the next
-instance on the GPU would fail its free-memory check); below it is a warning (still loading, or
-smaller than planned).
+rounding that differ between ROCm versions, and still catches a small embedder grown by 30 %.
+More than that above the plan is an error (the next instance on the GPU would fail its
+free-memory check); below it is a warning (still loading, or smaller than planned).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from gpufleet.deploys import operations as ops
 from gpufleet.deploys.account import service_user
 from gpufleet.deploys.settings import defaults, setting
 from gpufleet.deploys.target import HostTarget
+from gpufleet.inventory import Kind
 
 
 @deploy("Runtime", data_defaults=defaults())
@@ -69,3 +70,6 @@ def python_venv(path: str, requirement: str, what: str) -> None:
 def vllm_venv(target: HostTarget) -> None:
     requirement = setting("gpufleet_vllm_requirement").format(version=target.fleet.vllm_version)
     python_venv(setting("gpufleet_venv_dir"), requirement, "vLLM")
+    if any(p.service.kind is Kind.DOCLING for p in target.services):
+        python_venv(setting("gpufleet_docling_venv_dir"),
+                    setting("gpufleet_docling_requirement"), "docling-serve")
