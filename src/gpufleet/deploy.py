@@ -31,6 +31,7 @@ from pyinfra.api.deploy import add_deploy
 from pyinfra.api.exceptions import DeployError, PyinfraError
 from pyinfra.api.host import Host
 from pyinfra.api.operations import run_ops
+from pyinfra.connectors.sshuserclient import client as sshclient
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra.facts.files import FileContents, Sha1File
 
@@ -183,6 +184,9 @@ class FleetDeploy:
         return self.reports[self._by_host.get(host.name, host.name)]
 
     def connect(self) -> None:
+        # pyinfra memoizes known_hosts per process: a host key replaced since (a rebuilt host
+        # whose new key the operator accepted) would be refused in a long-lived process.
+        sshclient.get_host_keys.cache.clear()  # type: ignore[attr-defined]
         logging.getLogger("pyinfra").addHandler(self._log)
         try:
             connect_all(self.state)

@@ -204,7 +204,8 @@ def _unit_file(inv: Inventory, host: str, ps: PlannedService) -> RenderedFile:
         "env_file": env_file_path(svc.name), "model_cache": fleet.model_cache,
         "offline": svc.kind.runs_vllm, "program": run.program, "args": run.args,
         "image": run.image, "engine": fleet.container_engine,
-        "engine_bin": ENGINES[fleet.container_engine], "user": host_setting(inv, host, "gpufleet_service_user"),
+        "engine_bin": ENGINES[fleet.container_engine],
+        "user": host_setting(inv, host, "gpufleet_service_user"),
         "cache_dir": CACHE_DIR, "start_timeout_s": start_timeout_s(fleet),
         "read_write_paths": " ".join([fleet.model_cache, *extra_write_paths(inv, host)]),
     }
