@@ -12,11 +12,13 @@ HostTarget inside the deploy file.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import logging
 import os
 import re
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -78,6 +80,16 @@ def host_data(inv_host: Host_, ssh: SshOverride, settings: dict[str, Any]) -> di
     if ssh.known_hosts:
         data["ssh_known_hosts_file"] = ssh.known_hosts
     return {**data, **settings}
+
+
+def no_delay(host: Host) -> None:
+    """TCP_NODELAY on the host's SSH socket: pyinfra's many small commands otherwise each wait
+    for a delayed ACK (measured: a 3-host no-op run 6.2 s -> 2.2 s, facts/performance.md)."""
+    client = getattr(host.connector, "client", None)
+    transport = client.get_transport() if client is not None else None
+    if transport is not None and transport.sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def merged_settings(target: HostTarget, overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -194,6 +206,8 @@ class FleetDeploy:
             self._fail_unconnected(str(exc))
             return
         self._fail_unconnected("could not connect (see the SSH error above)")
+        for host in self.state.activated_hosts:
+            no_delay(host)
 
     def _fail_unconnected(self, error: str) -> None:
         for host in self.state.inventory:

@@ -234,6 +234,26 @@ def _roll_back(session: Session, target: HostTarget, outcome: HostOutcome,
 # ---------------------------------------------------------------- the rollout
 
 
+def survey(targets: list[HostTarget], make_run: Callable[[list[HostTarget]], FleetDeploy]
+           ) -> tuple[list[HostOutcome], list[HostTarget]]:
+    """One parallel look at every host: those already in the planned state are done (no batch,
+    no gate); the others go on to be rolled in batches."""
+    fleet_run = make_run(targets)
+    try:
+        fleet_run.connect()
+        reports = fleet_run.prepare(diff=True)
+    finally:
+        fleet_run.close()
+    unchanged, rest = [], []
+    for t in targets:
+        report = reports[t.name]
+        if report.ok and not report.changes and not report.files:
+            unchanged.append(HostOutcome(t.name, status="unchanged", report=report))
+        else:
+            rest.append(t)
+    return unchanged, rest
+
+
 def roll_out(
     targets: list[HostTarget],
     make_run: Callable[[list[HostTarget]], FleetDeploy],
@@ -243,7 +263,9 @@ def roll_out(
     wrap: Wrap = lambda _: nullcontext(),
 ) -> RolloutResult:
     """Batches of `policy.batch_size` hosts; halt after `policy.max_failed_hosts` failures."""
-    done: list[HostOutcome] = []
+    everyone, done = list(targets), list[HostOutcome]()
+    if len(targets) > policy.batch_size:  # only hosts with something to change are rolled
+        done, targets = survey(targets, make_run)
     for batch in batches(targets, policy.batch_size):
         if sum(not h.ok for h in done) >= policy.max_failed_hosts:
             done += [
@@ -253,5 +275,7 @@ def roll_out(
             continue
         notify(f"batch: {', '.join(t.name for t in batch)}")
         done += roll_batch(batch, make_run, ssh, policy, notify, wrap)
+    order = {t.name: i for i, t in enumerate(everyone)}
+    done.sort(key=lambda h: order[h.name])  # report in inventory order
     halted = any(h.status == "skipped" for h in done)
     return RolloutResult(done, halted)

@@ -35,6 +35,8 @@ def settings(lab: Lab) -> dict[str, Any]:
         "gpufleet_tuning_numa_balancing_off": False,
         "gpufleet_pip_index_url": f"{mirror}/simple/",
         "gpufleet_pip_trusted_hosts": [lab.config.bridge_ip],
+        # the double's wheel carries a local version, as ROCm wheels do (+rocm700)
+        "gpufleet_vllm_requirement": "vllm=={version}+testdouble",
         "gpufleet_weights_download": False,  # no hub here; the double loads no weights
         "gpufleet_unit_read_write_paths": ["/run/fakegpu"],  # the emulated driver's state
     }
