@@ -180,7 +180,6 @@ def test_cli_lab_status_shows_the_hosts(
     lab: Lab, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     if "lab" not in gpufleet.cli.COMMANDS:  # until the CLI registers it
-        if "lab" not in gpufleet.cli.COMMANDS:
         monkeypatch.setattr(gpufleet.cli, "COMMANDS", [*gpufleet.cli.COMMANDS, "lab"])
     out, err = io.StringIO(), io.StringIO()
     cfg = lab.config
