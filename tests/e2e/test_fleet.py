@@ -9,11 +9,13 @@ left, as an operator's day would.
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ import pytest
 import yaml
 from support import run_cli
 
+from gpufleet.cli import main as gpufleet
+from gpufleet.env import Environment
 from gpufleet.lab import Lab, destroy_host, recreate_host
 from gpufleet.lab import cut_link as lab_cut_link
 from gpufleet.lab import restore_link as lab_restore_link
@@ -113,19 +117,6 @@ class Prober:
         self._thread.join(timeout=10)
 
 
-@pytest.fixture
-def link_cut(lab: Lab) -> Iterator[Callable[[str], None]]:
-    cut: list[str] = []
-
-    def do(name: str) -> None:
-        lab_cut_link(lab.config, name)
-        cut.append(name)
-
-    yield do
-    for name in cut:
-        lab_restore_link(lab.config, name)
-
-
 # ---------------------------------------------------------------- the day
 
 
@@ -209,23 +200,42 @@ def test_failed_change_is_rolled_back_on_the_first_host(lab: Lab, inv: Path) -> 
     assert run_cli("validate", str(inv)).exit_status == 0
 
 
-def test_host_lost_mid_rollout_halts_then_converges(lab: Lab, inv: Path,
-                                                     link_cut: Callable[[str], None]) -> None:
+class CutWhenReached(io.StringIO):
+    """stderr that cuts a host's link the moment the rollout announces the batch holding it:
+    the host is lost mid-rollout, after the hosts before it were updated."""
+
+    def __init__(self, lab: Lab, host: str):
+        super().__init__()
+        self.lab, self.host, self.cut = lab, host, False
+
+    def write(self, text: str) -> int:
+        if not self.cut and f"batch: {self.host}" in text:
+            lab_cut_link(self.lab.config, self.host)
+            self.cut = True
+        return super().write(text)
+
+
+def test_host_lost_mid_rollout_halts_then_converges(lab: Lab, inv: Path) -> None:
     first, lost, last = hosts(lab)
     edit(inv, lambda d: [service(d, h, "tiny").update(max_model_len=1024) for h in d["hosts"]])
-    link_cut(lost)
-    result = deploy(inv)
-    assert result.exit_status == 1
-    assert lost in result.stdout and "skipped" in result.stdout  # halted after one failure
-    assert "--max-model-len 1024" in sh(lab, first, "cat /etc/systemd/system/gpufleet-tiny.service")
-    assert "--max-model-len 1024" not in sh(lab, last,
-                                            "cat /etc/systemd/system/gpufleet-tiny.service")
-    lab_restore_link(lab.config, lost)
-    again = deploy(inv)
+    out, err = io.StringIO(), CutWhenReached(lab, lost)
+    try:
+        status = gpufleet(["deploy", str(inv)], Environment(stdout=out, stderr=err, width=200))
+    finally:
+        if err.cut:
+            lab_restore_link(lab.config, lost)
+    assert err.cut and status == 1
+    table = out.getvalue()
+    assert re.search(rf"{first}\s*│\s*updated", table)
+    assert re.search(rf"{lost}\s*│\s*failed", table)  # reported
+    assert re.search(rf"{last}\s*│\s*skipped", table)  # halted: max_failed_hosts 1
+    tiny = "cat /etc/systemd/system/gpufleet-tiny.service"
+    assert "--max-model-len 1024" in sh(lab, first, tiny)
+    assert "--max-model-len 1024" not in sh(lab, last, tiny)
+    again = deploy(inv)  # the host is back: a later run converges
     assert again.exit_status == 0, again.stdout + again.stderr
     for host in hosts(lab):
-        assert "--max-model-len 1024" in sh(lab, host,
-                                            "cat /etc/systemd/system/gpufleet-tiny.service")
+        assert "--max-model-len 1024" in sh(lab, host, tiny)
 
 
 def test_validate_names_host_gpu_and_service(lab: Lab, inv: Path) -> None:
