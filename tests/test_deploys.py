@@ -154,6 +154,10 @@ class FakeMachine:
     def _PipPackages(self, pip: str | None = None) -> dict[str, list[str]]:
         return self.pip
 
+    def _VenvDistVersion(self, python: str, dist: str) -> str | None:
+        versions = self.pip.get(dist)
+        return versions[0] if versions else None
+
     def _Sysctl(self, keys: list[str] | None = None) -> dict[str, int]:
         return self.sysctl
 

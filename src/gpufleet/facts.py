@@ -85,6 +85,25 @@ class AptCandidate(FactBase[str | None]):
         return None
 
 
+class VenvDistVersion(FactBase[str | None]):
+    """
+    The installed version of a distribution in a venv, None when it is absent. One metadata
+    read: `pip freeze` imports all of pip and costs seconds of CPU per host on every run.
+
+    .. code:: python
+
+        "0.19.1+rocm700"
+    """
+
+    def command(self, python: str, dist: str) -> str:
+        code = "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))"
+        quoted = " ".join(shlex.quote(w) for w in (python, "-c", code, dist))
+        return f"{quoted} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str | None:
+        return output[-1].strip() if output and output[-1].strip() else None
+
+
 class ContainerImages(FactBase[list[str]]):
     """
     Images present in the container engine, as ``repository:tag`` without ``docker.io/``:

@@ -12,7 +12,13 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File, Sha1File
 from pyinfra.operations import apt, files
 
-from gpufleet.facts import AptCandidate, ContainerImages, RocmSmiGpuCount, normalize_image
+from gpufleet.facts import (
+    AptCandidate,
+    ContainerImages,
+    RocmSmiGpuCount,
+    VenvDistVersion,
+    normalize_image,
+)
 
 UPLOAD_DIR = "/etc/gpufleet/.upload"  # root-only: secrets never sit world-readable in /tmp
 
@@ -36,6 +42,23 @@ def debs(packages: list[str]):
         return
     yield from apt.update._inner()
     yield from apt.packages._inner(packages=missing)
+
+
+@operation()
+def venv_requirement(venv: str, requirement: str, index_args: str = ""):
+    """
+    Ensure one requirement (``name`` or ``name==version``) is installed in a venv.
+
+    + venv: the virtualenv's directory
+    + requirement: what pip installs; ``==`` pins compare with the installed version exactly
+    + index_args: ``--index-url …`` and friends
+    """
+    name, _, version = requirement.partition("==")
+    installed = host.get_fact(VenvDistVersion, python=f"{venv}/bin/python", dist=name.strip())
+    if installed is not None and (not version or installed == version.strip()):
+        host.noop(f"{requirement} is installed in {venv}")
+        return
+    yield f"{shlex.quote(venv)}/bin/pip install --quiet {index_args} {shlex.quote(requirement)}"
 
 
 @operation()

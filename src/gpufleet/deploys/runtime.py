@@ -62,9 +62,8 @@ def python_venv(path: str, requirement: str, what: str) -> None:
     """A venv at `path` with one pinned requirement, installed from the configured index."""
     ops.debs(name="Ensure Python's venv module is installed.", packages=["python3-venv"])
     pip.venv(name=f"Ensure the {what} virtualenv exists.", path=path, python="python3")
-    pip.packages(name=f"Ensure {requirement} is installed in the {what} virtualenv.",
-                 packages=[requirement], pip=f"{path}/bin/pip",
-                 extra_install_args=pip_index_args())
+    ops.venv_requirement(name=f"Ensure {requirement} is installed in the {what} virtualenv.",
+                         venv=path, requirement=requirement, index_args=pip_index_args())
 
 
 def vllm_venv(target: HostTarget) -> None:
