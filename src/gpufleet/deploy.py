@@ -331,15 +331,22 @@ def pyinfra_hosts(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     GPUFLEET_SETTINGS, a YAML file of `gpufleet_*` settings.
     """
     inv = inventory_yaml.load(path)
-    ssh = SshOverride(key=os.environ.get("GPUFLEET_SSH_KEY"),
-                      known_hosts=os.environ.get("GPUFLEET_KNOWN_HOSTS"))
+    fleet = inv.fleet
+    ssh = SshOverride(key=_expand(os.environ.get("GPUFLEET_SSH_KEY") or fleet.ssh_key),
+                      known_hosts=_expand(os.environ.get("GPUFLEET_KNOWN_HOSTS")
+                                          or fleet.ssh_known_hosts))
     settings = _settings_file(os.environ.get("GPUFLEET_SETTINGS"))
     rows = []
     for name, inv_host in inv.hosts.items():
-        data = host_data(inv_host, ssh, settings)
+        merged = {**fleet.settings, **inv_host.settings, **settings}
+        data = host_data(inv_host, ssh, merged)
         data.update(gpufleet_inventory=str(Path(path).resolve()), gpufleet_host=name)
         rows.append((name, data))
     return rows
+
+
+def _expand(path: str | None) -> str | None:
+    return str(Path(path).expanduser()) if path else None
 
 
 def _settings_file(path: str | None) -> dict[str, Any]:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -21,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support import run_cli
+from support import REPO, run_cli
 
 from gpufleet.cli import main as gpufleet
 from gpufleet.env import Environment
@@ -158,6 +161,20 @@ def test_second_run_changes_and_restarts_nothing(lab: Lab, inv: Path) -> None:
             assert after[host][name]["MainPID"] == before[host][name]["MainPID"]
             assert after[host][name]["ExecMainStartTimestamp"] == \
                 before[host][name]["ExecMainStartTimestamp"]
+
+
+def test_pyinfra_cli_on_the_same_yaml_changes_nothing(lab: Lab, inv: Path) -> None:
+    """Ansible-style: `pyinfra inventories/lab.py deploys/site.py` runs the same deploys."""
+    before = {h: units(lab, h) for h in hosts(lab)}
+    env = {**os.environ, "GPUFLEET_INVENTORY": str(inv)}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "pyinfra"), "inventories/lab.py", "deploys/site.py", "-y"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for host in hosts(lab):
+        assert {n: u["MainPID"] for n, u in units(lab, host).items()} == \
+            {n: u["MainPID"] for n, u in before[host].items()}
 
 
 def test_rolling_change_restarts_one_unit_host_by_host(lab: Lab, inv: Path) -> None:
