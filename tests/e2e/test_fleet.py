@@ -167,8 +167,9 @@ def test_pyinfra_cli_on_the_same_yaml_changes_nothing(lab: Lab, inv: Path) -> No
     """Ansible-style: `pyinfra inventories/lab.py deploys/site.py` runs the same deploys."""
     before = {h: units(lab, h) for h in hosts(lab)}
     env = {**os.environ, "GPUFLEET_INVENTORY": str(inv)}
+    pyinfra = str(Path(sys.executable).parent / "pyinfra")
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "pyinfra"), "inventories/lab.py", "deploys/site.py", "-y"],
+        [pyinfra, "inventories/lab.py", "deploys/site.py", "-y"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
