@@ -34,7 +34,7 @@ from gpufleet.lab import restore_link as lab_restore_link
 from gpufleet.lab.fleet import write_lab_fleet
 from gpufleet.remote import Session, SshTarget
 
-SERVICES = ("chat", "embed", "tiny")
+SERVICES = ("chat", "embed", "tiny", "rerank", "asr")
 
 
 # ---------------------------------------------------------------- helpers
@@ -130,9 +130,11 @@ def test_fresh_provision_starts_everything_in_order(lab: Lab, inv: Path) -> None
     for host in hosts(lab):
         state = units(lab, host)
         assert {n: state[n]["ActiveState"] for n in SERVICES} == dict.fromkeys(SERVICES, "active")
-        # embed shares GPU 0 with chat: it started only once chat was up (readiness wait)
-        assert stamp(state["embed"]["ExecMainStartTimestamp"]) >= stamp(
-            state["chat"]["ActiveEnterTimestamp"])
+        # embed shares GPU 0 with chat (asr GPU 2 with rerank): it started only once the
+        # service before it was up (readiness wait), so they never profiled memory together
+        for first, second in (("chat", "embed"), ("rerank", "asr")):
+            assert stamp(state[second]["ExecMainStartTimestamp"]) >= stamp(
+                state[first]["ActiveEnterTimestamp"])
         smi = json.loads(sh(lab, host, "rocm-smi --showmeminfo vram --json"))
         assert int(smi["card0"]["VRAM Total Used Memory (B)"]) > 20 * 2**30
 
@@ -188,7 +190,7 @@ def test_rolling_change_restarts_one_unit_host_by_host(lab: Lab, inv: Path) -> N
     after = {h: units(lab, h) for h in hosts(lab)}
     for host in hosts(lab):
         assert after[host]["chat"]["MainPID"] != before[host]["chat"]["MainPID"]
-        for name in ("embed", "tiny"):
+        for name in SERVICES[1:]:
             assert after[host][name]["MainPID"] == before[host][name]["MainPID"]
     starts = [stamp(after[h]["chat"]["ExecMainStartTimestamp"]) for h in hosts(lab)]
     ready = [stamp(after[h]["chat"]["ActiveEnterTimestamp"]) for h in hosts(lab)]
@@ -314,7 +316,7 @@ def test_removed_service_is_stopped_and_removed(lab: Lab, inv: Path) -> None:
         assert "tiny" not in state or state["tiny"]["ActiveState"] == "inactive"
         assert sh(lab, host, "ls /etc/systemd/system/gpufleet-tiny.service "
                              "/etc/gpufleet/tiny.env 2>&1 | grep -c 'No such'").strip() == "2"
-        for name in ("chat", "embed"):
+        for name in ("chat", "embed", "rerank", "asr"):
             assert state[name]["MainPID"] == before[host][name]["MainPID"]
         smi = json.loads(sh(lab, host, "rocm-smi --showmeminfo vram --json"))
         assert int(smi["card1"]["VRAM Total Used Memory (B)"]) < 2**30  # GPU 1 freed
@@ -326,7 +328,8 @@ def test_import_reproduces_a_host(lab: Lab, inv: Path, tmp_path: Path,
     out = tmp_path / "imported.yml"
     assert run_cli("import", host, "--inventory", str(inv), "--out", str(out)).exit_status == 0
     imported = yaml.safe_load(out.read_text())
-    assert [s["name"] for s in imported["hosts"][host]["services"]] == ["chat", "embed"]
+    kept = ["chat", "embed", "rerank", "asr"]
+    assert [s["name"] for s in imported["hosts"][host]["services"]] == kept
     key_file = yaml.safe_load(inv.read_text())["fleet"]["secrets"]["api_key"]["file"]
     monkeypatch.setenv("VLLM_API_KEY", Path(key_file).read_text().strip())
     before = units(lab, host)
@@ -334,8 +337,7 @@ def test_import_reproduces_a_host(lab: Lab, inv: Path, tmp_path: Path,
     assert result.exit_status == 0, result.stdout + result.stderr
     assert "unchanged" in result.stdout
     after = units(lab, host)
-    assert {n: after[n]["MainPID"] for n in ("chat", "embed")} == \
-        {n: before[n]["MainPID"] for n in ("chat", "embed")}
+    assert {n: after[n]["MainPID"] for n in kept} == {n: before[n]["MainPID"] for n in kept}
 
 
 def test_rebuild_brings_a_destroyed_host_back(lab: Lab, inv: Path) -> None:
@@ -349,5 +351,5 @@ def test_rebuild_brings_a_destroyed_host_back(lab: Lab, inv: Path) -> None:
     result = run_cli("rebuild", lost, "-i", str(inv))
     assert result.exit_status == 0, result.stdout + result.stderr
     assert "validation passed" in result.stdout
-    assert {n: s["ActiveState"] for n, s in units(lab, lost).items()} == {
-        "chat": "active", "embed": "active"}
+    assert {n: s["ActiveState"] for n, s in units(lab, lost).items()} == dict.fromkeys(
+        ("chat", "embed", "rerank", "asr"), "active")

@@ -58,7 +58,7 @@ def status_table(host: PlannedHost, reading: HostReading) -> Table:
     )
     for gpu in host.gpus:
         got = measured.get(gpu.index)
-        if not gpu.segments and (got or 0) < IDLE_GPU_BYTES:
+        if not gpu.segments and (got or 0) <= IDLE_GPU_BYTES:
             continue  # an idle GPU nobody planned: nothing to show
         gpu_label = f"{gpu.index}  {(got or 0) / GIB:.0f}/{gpu.used_bytes / GIB:.0f} GiB"
         for i, (name, _) in enumerate(gpu.segments or [("—", 0)]):

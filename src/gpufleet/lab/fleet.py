@@ -43,7 +43,8 @@ def settings(lab: Lab) -> dict[str, Any]:
 
 
 def services() -> list[dict[str, Any]]:
-    """Per host: two co-located services on GPU 0 (start order matters), one on GPU 1."""
+    """Per host: a chat model and an embedder sharing GPU 0 (start order matters), one model on
+    GPU 1, and a reranker beside a Whisper model on GPU 2: every vLLM kind a probe can test."""
     env = {"VLLM_TEST_DOUBLE_LOAD_SECONDS": LOAD_SECONDS}
     return [
         {"name": "chat", "kind": "llm", "model": "Qwen/Qwen2.5-0.5B-Instruct", "gpus": [0],
@@ -56,6 +57,12 @@ def services() -> list[dict[str, Any]]:
         {"name": "tiny", "kind": "llm", "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
          "gpus": [1], "port": 8010, "gpu_memory_utilization": 0.15, "max_model_len": 2048,
          "max_num_seqs": 64, "max_num_batched_tokens": 2048, "env": env},
+        {"name": "rerank", "kind": "rerank", "model": "BAAI/bge-reranker-v2-m3", "gpus": [2],
+         "port": 8020, "gpu_memory_utilization": 0.02, "max_model_len": 1024,
+         "max_num_seqs": 32, "max_num_batched_tokens": 4096, "env": env},
+        {"name": "asr", "kind": "whisper", "model": "openai/whisper-large-v3", "gpus": [2],
+         "port": 8021, "gpu_memory_utilization": 0.04, "max_model_len": 448,
+         "max_num_seqs": 16, "max_num_batched_tokens": 4096, "env": env},
     ]
 
 
