@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpufleet.adopt import parse_find_output, service_from_argv, service_name
+from gpufleet.adopt import parse_find_output, service_from_argv, service_name, start_order
 
 
 def test_plain_vllm_serve_round_trips():
@@ -96,3 +96,15 @@ def test_parse_find_output():
     (found,) = parse_find_output(text)
     assert found.unit == "gpufleet-x" and found.env == {"HIP_VISIBLE_DEVICES": "2"}
     assert found.argv == ["vllm", "serve", "m/x", "--port", "8001"]
+
+
+def test_start_order_keeps_after_relations():
+    svc = [{"name": n, "gpus": [g], "port": p}
+           for n, g, p in [("embed", 0, 8001), ("asr", 2, 8021), ("chat", 0, 8000),
+                           ("rerank", 2, 8020), ("solo", 1, 9000)]]
+    after = {"embed": {"chat", "network.target"}, "asr": {"rerank"}, "chat": {"embed-old"}}
+    assert [s["name"] for s in start_order(svc, after)] == [
+        "chat", "embed", "solo", "rerank", "asr"]
+    # a service that waits for another comes after it, whatever its GPU or port
+    names = [s["name"] for s in start_order(svc, {"chat": {"embed"}})]
+    assert names.index("embed") < names.index("chat")

@@ -218,6 +218,34 @@ def container_names(session: Session) -> dict[str, str]:
 
 
 
+def start_order(services: list[dict[str, Any]], after: dict[str, set[str]]) -> list[dict[str, Any]]:
+    """Services in an order that keeps every systemd After= relation between them (the start
+    order on shared GPUs); otherwise by lowest GPU, then port."""
+    pending = sorted(services, key=lambda s: (min(s["gpus"], default=0), s["port"]))
+    names = {s["name"] for s in services}
+    ordered: list[dict[str, Any]] = []
+    while pending:
+        placed = {s["name"] for s in ordered}
+        ready = next((s for s in pending
+                      if (after.get(s["name"], set()) & names) <= placed), pending[0])
+        ordered.append(ready)
+        pending.remove(ready)
+    return ordered
+
+
+def read_after(session: Session, units: list[str]) -> dict[str, set[str]]:
+    """unit (without .service) -> the units it is ordered after."""
+    if not units:
+        return {}
+    out = session.run("systemctl show -p Id,After " + " ".join(f"{u}.service" for u in units))
+    found: dict[str, set[str]] = {}
+    for block in out.stdout.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        unit = props.get("Id", "").removesuffix(".service")
+        found[unit] = {a.removesuffix(".service") for a in props.get("After", "").split()}
+    return found
+
+
 def read_vllm_processes(session: Session) -> list[RunningVllm]:
     found = parse_find_output(session.run(FIND).stdout)
     return with_container_units(found, container_names(session))

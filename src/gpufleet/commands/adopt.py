@@ -10,7 +10,14 @@ from typing import Any
 import yaml
 
 from gpufleet import inventory
-from gpufleet.adopt import read_vllm_processes, serve_args, service_from_argv, service_name
+from gpufleet.adopt import (
+    read_after,
+    read_vllm_processes,
+    serve_args,
+    service_from_argv,
+    service_name,
+    start_order,
+)
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.inventory import Fleet, Host
@@ -57,12 +64,15 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     try:
         with Session(target) as session:
             found = read_vllm_processes(session)
+            after = read_after(session, sorted({r.unit for r in found if r.unit}))
     except HostUnreachable as exc:
         env.error(str(exc))
         return ExitStatus.FINDINGS
-    services = [
-        service_from_argv(r.argv, r.env, service_name(r.unit, serve_args(r.argv)[0])) for r in found
-    ]
+    names = {r.unit: service_name(r.unit, serve_args(r.argv)[0]) for r in found if r.unit}
+    services = [service_from_argv(r.argv, r.env, service_name(r.unit, serve_args(r.argv)[0]))
+                for r in found]
+    services = start_order(services, {names.get(u, u): {names.get(a, a) for a in deps}
+                                      for u, deps in after.items()})
     doc = inventory_doc(args.host, fleet, host, services)
     text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
     header = (
