@@ -25,7 +25,7 @@ from gpufleet.cli import main as gpufleet
 from gpufleet.env import Environment
 from gpufleet.lab import LabConfig, down, preflight_problem, up
 from gpufleet.lab.fleet import write_lab_fleet
-from gpufleet.remote import Session, SshTarget
+from gpufleet.remote import Session, SshTarget, parse_show
 
 
 def starts(lab, host) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -34,12 +34,8 @@ def starts(lab, host) -> dict[str, str]:  # type: ignore[no-untyped-def]
     with Session(target) as session:
         out = session.run("systemctl show --timestamp=unix -p Id,ExecMainStartTimestamp "
                           "'gpufleet-*.service'").stdout
-    found = {}
-    for block in out.strip().split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if props.get("Id", "").startswith("gpufleet-"):
-            found[f"{host.name}/{props['Id']}"] = props.get("ExecMainStartTimestamp", "")
-    return found
+    return {f"{host.name}/{unit}": props.get("ExecMainStartTimestamp", "")
+            for unit, props in parse_show(out).items() if unit.startswith("gpufleet-")}
 
 
 def fleet_starts(lab) -> dict[str, str]:  # type: ignore[no-untyped-def]

@@ -122,3 +122,15 @@ def test_probe_output_parsing(host):
     assert request["services"][0]["env_file"] == "/etc/gpufleet/llama-8b.env"
     out = parse_probe_output('{"llama-8b": {"ok": true, "detail": "ok"}}', services)
     assert out["llama-8b"].ok and not out["kb-whisper"].ok
+
+
+def test_parse_show_reads_several_units():
+    from gpufleet.remote import parse_show
+
+    text = ("Id=gpufleet-chat.service\nActiveState=active\nMainPID=12\n\n"
+            "Id=gpufleet-embed.service\nActiveState=failed\nMainPID=0\n")
+    assert parse_show(text) == {
+        "gpufleet-chat": {"Id": "gpufleet-chat.service", "ActiveState": "active", "MainPID": "12"},
+        "gpufleet-embed": {"Id": "gpufleet-embed.service", "ActiveState": "failed", "MainPID": "0"},
+    }
+    assert parse_show("") == {}

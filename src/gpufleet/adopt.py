@@ -13,7 +13,7 @@ from typing import Any
 
 from gpufleet.errors import InputError
 from gpufleet.models import catalog_entry
-from gpufleet.remote import Session
+from gpufleet.remote import Session, parse_show
 
 # vLLM flag -> (inventory key, type). Everything else is kept verbatim in extra_args.
 FLAGS: dict[str, tuple[str, type]] = {
@@ -238,12 +238,8 @@ def read_after(session: Session, units: list[str]) -> dict[str, set[str]]:
     if not units:
         return {}
     out = session.run("systemctl show -p Id,After " + " ".join(f"{u}.service" for u in units))
-    found: dict[str, set[str]] = {}
-    for block in out.stdout.strip().split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        unit = props.get("Id", "").removesuffix(".service")
-        found[unit] = {a.removesuffix(".service") for a in props.get("After", "").split()}
-    return found
+    return {unit: {a.removesuffix(".service") for a in props.get("After", "").split()}
+            for unit, props in parse_show(out.stdout).items()}
 
 
 def read_vllm_processes(session: Session) -> list[RunningVllm]:

@@ -44,6 +44,7 @@ from gpufleet.deploys.target import HostTarget
 from gpufleet.errors import InputError
 from gpufleet.inventory import Host as Host_
 from gpufleet.plan import Plan, PlannedHost, build_plan
+from gpufleet.remote import expand_path
 from gpufleet.render import RenderedFile, render_host
 from gpufleet.secrets import resolve_secrets
 
@@ -332,9 +333,9 @@ def pyinfra_hosts(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     """
     inv = inventory_yaml.load(path)
     fleet = inv.fleet
-    ssh = SshOverride(key=_expand(os.environ.get("GPUFLEET_SSH_KEY") or fleet.ssh_key),
-                      known_hosts=_expand(os.environ.get("GPUFLEET_KNOWN_HOSTS")
-                                          or fleet.ssh_known_hosts))
+    ssh = SshOverride(key=expand_path(os.environ.get("GPUFLEET_SSH_KEY") or fleet.ssh_key),
+                      known_hosts=expand_path(os.environ.get("GPUFLEET_KNOWN_HOSTS")
+                                              or fleet.ssh_known_hosts))
     settings = _settings_file(os.environ.get("GPUFLEET_SETTINGS"))
     rows = []
     for name, inv_host in inv.hosts.items():
@@ -343,10 +344,6 @@ def pyinfra_hosts(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
         data.update(gpufleet_inventory=str(Path(path).resolve()), gpufleet_host=name)
         rows.append((name, data))
     return rows
-
-
-def _expand(path: str | None) -> str | None:
-    return str(Path(path).expanduser()) if path else None
 
 
 def _settings_file(path: str | None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import shlex
 from gpufleet.adopt import CONTAINER_SCOPE, container_names
 from gpufleet.plan import PlannedHost, PlannedService
 from gpufleet.probe import PROBE_SCRIPT, Probe, parse_probe_output, probe_request
-from gpufleet.remote import HostUnreachable, Session
+from gpufleet.remote import HostUnreachable, Session, parse_show
 from gpufleet.smi import SmiParseError, Snapshot, merge, parse
 from gpufleet.validate import HostReading, unit_from_cgroup
 
@@ -64,13 +64,11 @@ def read_units(session: Session) -> tuple[dict[str, str], dict[str, float]]:
         "cat /proc/uptime; systemctl show --property=Id,ActiveState,ActiveEnterTimestampMonotonic "
         "'gpufleet-*.service'"
     ).stdout
-    lines = out.splitlines()
-    now = float(lines[0].split()[0]) if lines else 0.0
+    uptime, _, show = out.partition("\n")
+    now = float(uptime.split()[0]) if uptime.strip() else 0.0
     states: dict[str, str] = {}
     uptimes: dict[str, float] = {}
-    for block in "\n".join(lines[1:]).split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        unit = props.get("Id", "").removesuffix(".service")
+    for unit, props in parse_show(show).items():
         if unit.startswith("gpufleet-"):
             states[unit] = props.get("ActiveState", "unknown")
             since = int(props.get("ActiveEnterTimestampMonotonic", "0") or 0) / 1e6

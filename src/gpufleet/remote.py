@@ -53,13 +53,24 @@ class SshTarget:
             host.address,
             host.ssh_user,
             host.ssh_port,
-            _expand(key or fleet.ssh_key),
+            expand_path(key or fleet.ssh_key),
             str(Path(kh).expanduser()),
         )
 
 
-def _expand(path: str | None) -> str | None:
+def expand_path(path: str | None) -> str | None:
+    """`~/x` -> `/root/x`; None stays None (settings that fall back to a default)."""
     return str(Path(path).expanduser()) if path else None
+
+
+def parse_show(text: str) -> dict[str, dict[str, str]]:
+    """`systemctl show -p Id,...` output for several units -> unit (no .service) -> properties."""
+    units = {}
+    for block in text.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if props.get("Id"):
+            units[props["Id"].removesuffix(".service")] = props
+    return units
 
 
 class Session:

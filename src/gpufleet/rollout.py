@@ -21,7 +21,7 @@ from gpufleet.deploys.target import HostTarget
 from gpufleet.inventory import RolloutPolicy
 from gpufleet.observe import run_probes
 from gpufleet.probe import Probe
-from gpufleet.remote import HostUnreachable, Session, SshTarget
+from gpufleet.remote import HostUnreachable, Session, SshTarget, parse_show
 
 KNOWN_GOOD = "/var/lib/gpufleet/known-good"
 UNIT_OP = "/etc/systemd/system/gpufleet-"  # operation names that upload units / env files
@@ -85,7 +85,7 @@ def wait_healthy(
     probes: dict[str, Probe] = {}
     while True:
         probes = run_probes(session, services, full)
-        failed_units = _failed_units(session, names)
+        failed_units = [n for n, st in unit_states(session, names).items() if st == "failed"]
         if all(p.ok for p in probes.values()) or time.monotonic() >= deadline:
             return probes
         if failed_units and set(failed_units) >= {n for n, p in probes.items() if not p.ok}:
@@ -93,16 +93,12 @@ def wait_healthy(
         time.sleep(POLL_S)
 
 
-def _failed_units(session: Session, names: list[str]) -> list[str]:
+def unit_states(session: Session, names: list[str]) -> dict[str, str]:
+    """Service name -> systemd ActiveState (active, activating, failed, ...)."""
     units = " ".join(f"gpufleet-{n}.service" for n in names)
-    out = session.run(f"systemctl is-failed {units}").stdout.split()
-    return [n for n, state in zip(names, out, strict=False) if state == "failed"]
-
-
-def _active_units(session: Session, names: list[str]) -> list[str]:
-    units = " ".join(f"gpufleet-{n}.service" for n in names)
-    out = session.run(f"systemctl is-active {units}").stdout.split()
-    return [n for n, state in zip(names, out, strict=False) if state == "active"]
+    out = session.run(f"systemctl show -p Id,ActiveState {units}").stdout
+    return {unit.removeprefix("gpufleet-"): props.get("ActiveState", "unknown")
+            for unit, props in parse_show(out).items()}
 
 
 def vllm_error(session: Session, name: str) -> str:
@@ -212,8 +208,9 @@ def _failed_deploy(target: HostTarget, outcome: HostOutcome, report: HostReport,
         return
     try:
         with Session(ssh_target(target, ssh)) as session:
+            states = unit_states(session, outcome.changed_services)
             outcome.failures = {n: vllm_error(session, n) for n in outcome.changed_services
-                                if n not in _active_units(session, outcome.changed_services)}
+                                if states.get(n) != "active"}
             _roll_back(session, target, outcome, policy, notify)
             outcome.status = "failed" if outcome.status != "rolled-back" else "rolled-back"
     except HostUnreachable as exc:

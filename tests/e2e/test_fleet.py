@@ -32,7 +32,7 @@ from gpufleet.lab import Lab, destroy_host, recreate_host
 from gpufleet.lab import cut_link as lab_cut_link
 from gpufleet.lab import restore_link as lab_restore_link
 from gpufleet.lab.fleet import write_lab_fleet
-from gpufleet.remote import Session, SshTarget
+from gpufleet.remote import Session, SshTarget, parse_show
 
 SERVICES = ("chat", "embed", "tiny", "rerank", "asr")
 
@@ -67,12 +67,8 @@ def units(lab: Lab, host: str) -> dict[str, dict[str, str]]:
     """MainPID and start/active timestamps (unix seconds) of the gpufleet units on a host."""
     out = sh(lab, host, "systemctl show --timestamp=unix -p Id,MainPID,ActiveState,"
                         "ExecMainStartTimestamp,ActiveEnterTimestamp 'gpufleet-*.service'")
-    found = {}
-    for block in out.strip().split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if props.get("Id", "").startswith("gpufleet-"):
-            found[props["Id"].removeprefix("gpufleet-").removesuffix(".service")] = props
-    return found
+    return {unit.removeprefix("gpufleet-"): props for unit, props in parse_show(out).items()
+            if unit.startswith("gpufleet-")}
 
 
 def stamp(value: str) -> float:

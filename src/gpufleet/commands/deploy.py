@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
@@ -23,6 +22,7 @@ from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.inventory import RolloutPolicy
 from gpufleet.plan import Plan, build_plan
+from gpufleet.remote import expand_path
 from gpufleet.rollout import RolloutResult, roll_out
 
 
@@ -70,8 +70,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     settings = dict(parse_setting(text) for text in args.set)
     progress = StepProgress(env)
     fleet = plan.inventory.fleet
-    ssh = SshOverride(key=_path(args.ssh_key or fleet.ssh_key),
-                      known_hosts=_path(args.known_hosts or fleet.ssh_known_hosts))
+    ssh = SshOverride(key=expand_path(args.ssh_key or fleet.ssh_key),
+                      known_hosts=expand_path(args.known_hosts or fleet.ssh_known_hosts))
 
     def make_run(targets: list[HostTarget]) -> FleetDeploy:
         return FleetDeploy(targets, steps=steps, settings=settings, ssh=ssh,
@@ -93,10 +93,6 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     if not args.no_validate and result.ok and "services" in steps:
         status = max(status, _validate(plan, args, env))
     return status
-
-
-def _path(value: str | None) -> str | None:
-    return str(Path(value).expanduser()) if value else None
 
 
 def _preview(fleet_run: FleetDeploy, args: argparse.Namespace, env: Environment) -> int:

@@ -14,6 +14,7 @@ from rich.table import Table
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, GpufleetError, InputError
 from gpufleet.lab import Lab, LabConfig, LabError, down, preflight_problem, status, up
+from gpufleet.lab.config import MAX_HOSTS
 from gpufleet.lab.fleet import write_lab_fleet
 
 
@@ -43,6 +44,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     problem = preflight_problem()
     if problem:
         raise InputError(problem, hint="run `sudo bash .ci/lab-deps.sh`, then retry as root")
+    if args.lab_command == "up" and not 1 <= args.n <= MAX_HOSTS:
+        raise InputError(f"lab up {args.n}: a lab has 1 to {MAX_HOSTS} hosts")
     try:
         cfg = LabConfig(prefix=args.prefix, net=args.net, fake_gpus=getattr(args, "fake_gpus", 8))
     except ValueError as exc:
