@@ -6,6 +6,7 @@ pyinfra's @fake connector records every command; `Host.get_fact` is answered fro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from gpufleet import deploy as runner
 from gpufleet import inventory
 from gpufleet.deploys import rocm as rocm_deploy
 from gpufleet.deploys import weights as weights_deploy
+from gpufleet.deploys.settings import settings_now
 from gpufleet.plan import build_plan
 from gpufleet.render import render_host
 
@@ -107,6 +109,20 @@ class FakeMachine:
     def _Sha1File(self, path: str) -> str | None:
         content = self.files.get(path)
         return None if content is None else hashlib.sha1(content.encode()).hexdigest()
+
+    def _FileStates(self, paths: tuple[str, ...]) -> dict[str, tuple[str, str, str, str]]:
+        states = {}
+        for path in paths:
+            if path in self.files:
+                mode = "600" if path.endswith((".env", ".token", ".py")) else "644"
+                digest = hashlib.sha256(self.files[path].encode()).hexdigest()
+                states[path] = (mode, "root", "root", digest)
+        return states
+
+    def _UnitStates(self, units: tuple[str, ...]) -> dict[str, dict[str, str]]:
+        return {u: {"Id": u, "ActiveState": "active" if u in self.running else "inactive",
+                    "UnitFileState": "enabled" if u in self.enabled else "disabled"}
+                for u in units}
 
     def _FileContents(self, path: str) -> list[str] | None:
         content = self.files.get(path)
@@ -215,7 +231,10 @@ def deploy_fleet(machine: FakeMachine, *, steps: tuple[str, ...] = ("rocm",),
 def _record_uploads(host: Host, uploads: list[str]) -> None:
     def put_file(filename_or_io: Any, remote_filename: str, *args: Any, **kwargs: Any) -> bool:
         text = filename_or_io.read() if hasattr(filename_or_io, "read") else ""
-        uploads.append(f"{remote_filename}: {text.decode() if isinstance(text, bytes) else text}")
+        folder, _, name = remote_filename.rpartition("/")
+        assert name.startswith(".") and name.endswith(".gpufleet-new"), remote_filename
+        dest = f"{folder}/{name[1:].removesuffix('.gpufleet-new')}"  # uploads are atomic
+        uploads.append(f"{dest}: {text.decode() if isinstance(text, bytes) else text}")
         return True
 
     host.connector.put_file = put_file  # type: ignore[method-assign]
@@ -229,7 +248,7 @@ def settled(distro: str = "ubuntu-22.04", gpus: int = 8) -> FakeMachine:
     machine.files.update({"/etc/apt/keyrings/rocm.gpg": "key",
                           "/etc/apt/preferences.d/rocm-pin-600": _pin()})
     release = rocm_deploy.RocmRelease(_codename(machine), "6.4.1", "6.4.1")
-    with_defaults = _with_default_settings(lambda: rocm_deploy.repo_lines(release))
+    with_defaults = _with_default_settings(lambda: rocm_deploy.repo_lines(release, settings_now()))
     for name, text in with_defaults.items():
         machine.files[f"/etc/apt/sources.list.d/{name}.list"] = text
     machine.groups |= {"render", "video"}
@@ -293,7 +312,9 @@ def test_rocm_writes_amds_repositories_pin_and_packages(distro, codename, machin
     assert "/etc/apt/preferences.d/rocm-pin-600: " + _pin() in uploads
     joined = "\n".join(run.commands)
     assert "https://repo.radeon.com/rocm/rocm.gpg.key" in joined
-    assert "gpg --batch --dearmor -o \"/etc/apt/keyrings/rocm.gpg\"" in joined
+    # dearmored into a temp name beside the keyring, then renamed over it (atomic)
+    assert "gpg --batch --dearmor -o /etc/apt/keyrings/.rocm.gpg.gpufleet-new" in joined
+    assert "mv -f /etc/apt/keyrings/.rocm.gpg.gpufleet-new /etc/apt/keyrings/rocm.gpg" in joined
     assert "apt-get update" in joined
     kernel = FakeMachine.load(distro).kernel
     assert _installs(run.commands, f"linux-headers-{kernel}")
@@ -535,7 +556,15 @@ def deploy_cli(machines, monkeypatch):
     monkeypatch.setattr(command, "FleetDeploy", functools.partial(
         runner.FleetDeploy, connector="@fake",
         extra_data={"fake_delay": 0, "fake_delay_jitter": 0}))
+    monkeypatch.setattr(command, "fleet_lock", _no_lock)  # @fake hosts have no sshd to lock
     return machines
+
+
+@contextlib.contextmanager
+def _no_lock(*args: Any, **kwargs: Any) -> Any:
+    from gpufleet.fleetlock import FleetLock
+
+    yield FleetLock()
 
 
 def test_cli_dry_run_shows_unit_diffs_and_changes_nothing(deploy_cli, cli):

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 from pyinfra import host as current_host
-from pyinfra.api import BaseStateCallback, Config, Inventory, State
+from pyinfra.api import BaseStateCallback, Config, Inventory, State, StringCommand
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.exceptions import DeployError, PyinfraError
@@ -35,18 +35,21 @@ from pyinfra.api.host import Host
 from pyinfra.api.operations import run_ops
 from pyinfra.connectors.sshuserclient import client as sshclient
 from pyinfra.context import ctx_host, ctx_state
-from pyinfra.facts.files import FileContents, Sha1File
+from pyinfra.facts.files import FileContents
 
 from gpufleet import inventory as inventory_yaml
 from gpufleet.deploys.rocm import check_supported
 from gpufleet.deploys.site import STEPS, check_steps, site
 from gpufleet.deploys.target import HostTarget
 from gpufleet.errors import InputError
+from gpufleet.facts import FileStates
 from gpufleet.inventory import Host as Host_
 from gpufleet.plan import Plan, PlannedHost, build_plan
 from gpufleet.remote import expand_path
 from gpufleet.render import RenderedFile, render_host
 from gpufleet.secrets import resolve_secrets
+from gpufleet.settings import PREFIX, defaults
+from gpufleet.survey import HostSurvey, survey_host
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PREFIXED = re.compile(r"^\[(?P<host>[^\]]+)\]\s*(?P<message>.*)$", re.S)
@@ -143,6 +146,7 @@ class HostReport:
     name: str
     ok: bool = True
     error: str | None = None
+    unreachable: bool = False
     changes: list[str] = field(default_factory=list)  # operations that change (will / did)
     maybe: list[str] = field(default_factory=list)  # conditional operations (restarts, reload)
     files: list[FileChange] = field(default_factory=list)
@@ -151,6 +155,23 @@ class HostReport:
     def fail(self, error: str) -> None:
         self.ok = False
         self.error = f"{self.error}\n{error}" if self.error else error
+
+
+class _ConnectErrors(BaseStateCallback):
+    """Keeps each host's own connection error (refused, timed out, host key, auth)."""
+
+    def __init__(self, run: FleetDeploy):
+        self.run = run
+
+    def host_connect_error(self, state: State, host: Host, error: Exception) -> None:  # type: ignore[override]
+        name = self.run._by_host.get(host.name, host.name)
+        self.run.connect_errors[name] = f"cannot connect: {connect_error_text(error)}"
+
+
+def connect_error_text(error: BaseException) -> str:
+    """pyinfra's ConnectError text without its colour codes."""
+    text = _ANSI.sub("", str(error.args[0] if error.args else error)).strip()
+    return text or type(error).__name__
 
 
 class _Warnings(logging.Handler):
@@ -191,7 +212,11 @@ class FleetDeploy:
         self.state = State(Inventory((rows, {})), Config(FAIL_PERCENT=None))
         for callback in callbacks:
             self.state.add_callback_handler(callback)
+        self.state.add_callback_handler(_ConnectErrors(self))
         self._log = _Warnings(self.reports, self._by_host)
+        self.connect_errors: dict[str, str] = {}
+        self.surveys: dict[str, HostSurvey] = {}
+        self._steps_by_host: dict[str, list[str]] = {}
 
     def report_for(self, host: Host) -> HostReport:
         return self.reports[self._by_host.get(host.name, host.name)]
@@ -203,17 +228,60 @@ class FleetDeploy:
         logging.getLogger("pyinfra").addHandler(self._log)
         try:
             connect_all(self.state)
-        except PyinfraError as exc:  # every host failed
-            self._fail_unconnected(str(exc))
-            return
-        self._fail_unconnected("could not connect (see the SSH error above)")
+        except PyinfraError:  # every host failed: each one's own error is in connect_errors
+            pass
+        self._fail_unconnected()
         for host in self.state.activated_hosts:
             no_delay(host)
 
-    def _fail_unconnected(self, error: str) -> None:
+    def _fail_unconnected(self) -> None:
         for host in self.state.inventory:
             if host not in self.state.activated_hosts:
-                self.report_for(host).fail(error)
+                report = self.report_for(host)
+                report.unreachable = True
+                report.fail(self.connect_errors.get(report.name, "could not connect"))
+
+    def survey(self) -> dict[str, HostSurvey]:
+        """One command per host, all hosts at once: which steps already are as planned."""
+        import gevent
+
+        hosts = self.hosts()
+        jobs = {self.state.pool.spawn(self._survey_host, h): h for h in hosts}
+        gevent.joinall(list(jobs))
+        for job, host in jobs.items():
+            result = job.value if job.successful() else None
+            report = self.report_for(host)
+            if isinstance(result, HostSurvey):
+                self.surveys[report.name] = result
+                report.warnings += [w for w in result.warnings if w not in report.warnings]
+                if result.error:
+                    report.fail(result.error)
+        return self.surveys
+
+    def _survey_host(self, host: Host) -> HostSurvey | None:
+        target = self.targets[self._by_host[host.name]]
+        settings = {**defaults(), **{k: v for k, v in host.data.dict().items()
+                                     if k.startswith(PREFIX)}}
+        try:
+            with ctx_state.use(self.state), ctx_host.use(host):
+                return survey_host(host, target, settings, self.steps)
+        except Exception as exc:  # a survey that fails only means: ask pyinfra for every step
+            logging.getLogger("pyinfra").debug("survey of %s: %r", host.name, exc)
+            return None
+
+    def steps_for(self, name: str) -> list[str]:
+        return self._steps_by_host.get(name, self.steps)
+
+    def run_command(self, name: str, command: str) -> str | None:
+        """Run a shell command on a connected host; None when it worked, else its error."""
+        host = self.state.inventory.get_host(self._names[name])
+        with ctx_state.use(self.state), ctx_host.use(host):
+            ok, output = host.run_shell_command(StringCommand(command))
+        return None if ok else ("\n".join(output.stderr_lines[-3:]) or "failed")
+
+    def limit_steps(self, steps_by_host: dict[str, list[str]]) -> None:
+        """Run only these steps on these hosts (the survey found the others converged)."""
+        self._steps_by_host = dict(steps_by_host)
 
     def hosts(self) -> list[Host]:
         return [h for h in self.state.inventory.get_active_hosts()
@@ -227,18 +295,26 @@ class FleetDeploy:
 
     def _prepare_host(self, host: Host, diff: bool) -> None:
         target, report = self.targets[self._by_host[host.name]], self.report_for(host)
+        steps = self._steps_by_host.get(report.name, self.steps)
+        if not steps:
+            return  # converged: no operation at all
         try:
             with ctx_state.use(self.state), ctx_host.use(host):
-                if "rocm" in self.steps:
+                if "rocm" in steps:
                     check_supported(target.fleet.rocm_version)
-                if diff and "services" in self.steps:
-                    report.files = file_changes(host, target.files)
-            add_deploy(self.state, site, target, self.steps, host=[host])
+                if "services" in steps:
+                    report.files = file_changes(host, target.files, diff)
+            add_deploy(self.state, site, target, steps, host=[host])
         except (DeployError, PyinfraError) as exc:
             report.fail(str(exc))
             self._drop(host)
             return
         report.changes, report.maybe = self._planned_changes(host)
+
+    def drop(self, name: str, error: str) -> None:
+        """Fail a host before apply: none of its operations will run."""
+        self.reports[name].fail(error)
+        self._drop(self.state.inventory.get_host(self._names[name]))
 
     def _drop(self, host: Host) -> None:
         try:
@@ -302,15 +378,21 @@ def op_name(state: State, data: Any, op_hash: str) -> str:
     return ", ".join(sorted(state.get_op_meta(op_hash).names)) or op_hash
 
 
-def file_changes(host: Host, files: Sequence[RenderedFile]) -> list[FileChange]:
-    """Rendered files that differ from the host's: a unified diff, secrets only as a note."""
+def file_changes(host: Host, files: Sequence[RenderedFile], diffs: bool = True
+                 ) -> list[FileChange]:
+    """Rendered files that differ from the host's (by SHA-256, one command for all, the same
+    fact the uploads read): a unified diff when asked, secrets only as a note."""
+    batch = tuple(sorted(f.path for f in files))
+    states = host.get_fact(FileStates, paths=batch)
     changes = []
     for rendered in files:
-        if rendered.secret:
-            remote_sha = host.get_fact(Sha1File, path=rendered.path)
-            if remote_sha != hashlib.sha1(rendered.content.encode()).hexdigest():
-                note = "new (secret, not shown)" if remote_sha is None else "changed (secret)"
-                changes.append(FileChange(rendered.path, note))
+        have = states.get(rendered.path)
+        if have is not None and have[3] == hashlib.sha256(rendered.content.encode()).hexdigest():
+            continue
+        if rendered.secret or not diffs:
+            what = "new" if have is None else "changed"
+            changes.append(FileChange(rendered.path, f"{what} (secret)" if rendered.secret
+                                      else what))
             continue
         lines = host.get_fact(FileContents, path=rendered.path)
         old = [line + "\n" for line in lines] if lines is not None else []

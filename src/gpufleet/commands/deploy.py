@@ -13,6 +13,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from gpufleet import inventory
 from gpufleet.deploy import FleetDeploy, HostReport, SshOverride, host_targets, parse_setting
@@ -20,10 +21,11 @@ from gpufleet.deploys.site import STEPS, check_steps
 from gpufleet.deploys.target import HostTarget
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
+from gpufleet.fleetlock import FleetLocked, Holder, fleet_lock
 from gpufleet.inventory import RolloutPolicy
 from gpufleet.plan import Plan, build_plan
 from gpufleet.remote import expand_path
-from gpufleet.rollout import RolloutResult, roll_out
+from gpufleet.rollout import HostOutcome, RolloutResult, roll_out, ssh_target
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -49,6 +51,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
                    help="health: /health only; request: /health + a real request")
     p.add_argument("--no-validate", action="store_true",
                    help="skip the validation that ends every deploy")
+    p.add_argument("--wait", type=float, metavar="SECONDS",
+                   help="wait up to SECONDS for another run's lock (default: refuse at once)")
+    p.add_argument("--json", action="store_true",
+                   help="print the result as JSON (hosts, per-service action, errors)")
     p.set_defaults(func=run)
     return p
 
@@ -79,31 +85,74 @@ def run(args: argparse.Namespace, env: Environment) -> int:
 
     targets = host_targets(plan)
     if args.dry_run:
-        return _preview(make_run(targets), args, env)
+        return _preview(targets, make_run, args, env)
     policy = rollout_policy(plan.inventory.fleet.rollout, args)
 
     def wrap(fleet_run: FleetDeploy) -> Any:
-        show_preview(fleet_run.reports.values(), env, args.diff)
+        if not args.json:
+            show_preview(fleet_run.reports.values(), env, args.diff)
         return progress.live(fleet_run)
 
-    result = roll_out(targets, make_run, ssh, policy, notify=lambda m: env.err.print(m),
-                      wrap=wrap)
-    show_rollout(result, env)
+    holder = Holder.me(args.inventory, getattr(args, "command_name", "deploy"))
+    try:
+        with fleet_lock([ssh_target(t, ssh) for t in targets], holder, args.wait,
+                        notify=lambda m: env.err.print(m)) as locks:
+            reachable = [t for t in targets if t.name not in locks.unreachable]
+            result = roll_out(reachable, make_run, ssh, policy,
+                              notify=lambda m: env.err.print(m), wrap=wrap, diffs=args.diff)
+    except FleetLocked as exc:
+        busy = exc.busy or {t.name: str(exc).split(": refusing")[0] for t in targets}
+        locked = RolloutResult([HostOutcome(t.name, status="locked" if t.name in busy
+                                            else "skipped", error=busy.get(t.name)
+                                            or "not started: another run holds a lock")
+                                for t in targets], halted=True)
+        show_result(locked, env, args.json)
+        env.error(str(exc))
+        return ExitStatus.BAD_INPUT
+    result.hosts = _with_unreachable(result.hosts, targets, locks.unreachable)
     status: int = ExitStatus.OK if result.ok else ExitStatus.FINDINGS
+    validation = None
     if not args.no_validate and result.ok and "services" in steps:
-        status = max(status, _validate(plan, args, env))
+        validation = _validate(plan, args, env)
+        status = max(status, ExitStatus.OK if validation["ok"] else ExitStatus.FINDINGS)
+    show_result(result, env, args.json, validation)
     return status
 
 
-def _preview(fleet_run: FleetDeploy, args: argparse.Namespace, env: Environment) -> int:
+def _with_unreachable(done: list[HostOutcome], targets: list[HostTarget],
+                      unreachable: dict[str, str]) -> list[HostOutcome]:
+    """Hosts whose lock could not be taken (unreachable) are failed, with the SSH error."""
+    by_name = {h.name: h for h in done}
+    by_name.update({n: HostOutcome(n, status="failed", error=why)
+                    for n, why in unreachable.items()})
+    return [by_name[t.name] for t in targets if t.name in by_name]
+
+
+def _preview(targets: list[HostTarget], make_run: Any, args: argparse.Namespace,
+             env: Environment) -> int:
+    """--dry-run: the survey, then pyinfra's preview of only the steps that differ."""
+    fleet_run = make_run(targets)
     try:
         fleet_run.connect()
+        surveys = fleet_run.survey()
+        fleet_run.limit_steps({name: seen.steps_to_run() for name, seen in surveys.items()})
         reports = fleet_run.prepare(diff=True)
-        show_preview(reports.values(), env, True)
     finally:
         fleet_run.close()
-    show_summary(reports.values(), env, applied=False)
+    if args.json:
+        env.out.print_json(data=preview_json(reports.values()))
+    else:
+        show_preview(reports.values(), env, True)
+        show_summary(reports.values(), env, applied=False)
     return ExitStatus.OK if all(r.ok for r in reports.values()) else ExitStatus.FINDINGS
+
+
+def preview_json(reports: Any) -> dict[str, Any]:
+    return {"dry_run": True, "ok": all(r.ok for r in reports), "hosts": [
+        {"name": r.name, "status": ("unchanged" if r.ok and not (r.changes or r.files) else
+                                    "would-change" if r.ok else "failed"),
+         "error": r.error, "changes": r.changes, "files": [f.path for f in r.files],
+         "warnings": r.warnings} for r in reports]}
 
 
 def check_settings(plan: Plan) -> None:
@@ -129,39 +178,87 @@ def rollout_policy(policy: RolloutPolicy, args: argparse.Namespace) -> RolloutPo
     return policy.model_copy(update=changes)
 
 
-def _validate(plan: Plan, args: argparse.Namespace, env: Environment) -> int:
+def _validate(plan: Plan, args: argparse.Namespace, env: Environment) -> dict[str, Any]:
     """The last step of every deploy: the GPUs themselves against the plan."""
     from gpufleet.fleetread import read_fleet
     from gpufleet.validate import compare
-    from gpufleet.views import finding_line
 
     readings = read_fleet(plan, ssh_key=args.ssh_key, known_hosts=args.known_hosts)
     findings = [f for h in plan.hosts for f in compare(h, readings[h.name])]
-    for f in findings:
-        env.out.print(finding_line(f))
-    failed = any(f.severity == "error" for f in findings)
-    env.out.print("[bold red]validation failed[/]" if failed else "[green]validation passed[/]",
-                  markup=True)
-    return ExitStatus.FINDINGS if failed else ExitStatus.OK
+    return {"ok": not any(f.severity == "error" for f in findings), "findings": findings}
+
+
+STATUS_STYLE = {"unchanged": "green", "updated": "green", "rolled-back": "yellow",
+                "failed": "red", "skipped": "dim", "locked": "red"}
+
+
+def show_result(result: RolloutResult, env: Environment, as_json: bool,
+                validation: dict[str, Any] | None = None) -> None:
+    if as_json:
+        env.out.print_json(data=result_json(result, validation))
+        return
+    show_rollout(result, env)
+    if validation is not None:
+        from gpufleet.views import finding_line
+
+        for f in validation["findings"]:
+            env.out.print(finding_line(f))
+        env.out.print("[green]validation passed[/]" if validation["ok"]
+                      else "[bold red]validation failed[/]", markup=True)
 
 
 def show_rollout(result: RolloutResult, env: Environment) -> None:
     table = Table(title="rollout" + (" (halted)" if result.halted else ""))
     for column in ("host", "result", "services changed", "notes"):
         table.add_column(column)
-    style = {"unchanged": "green", "updated": "green", "rolled-back": "yellow",
-             "failed": "red", "skipped": "dim"}
     for h in result.hosts:
         notes = [f"{svc}: {why}" for svc, why in h.failures.items()]
         notes += [h.error] if h.error else []
         notes += h.report.warnings if h.report else []
-        table.add_row(h.name, f"[{style.get(h.status, '')}]{h.status}[/]",
-                      ", ".join(h.changed_services) or "—", "\n".join(notes))
+        table.add_row(h.name, Text(h.status, style=STATUS_STYLE.get(h.status, "")),
+                      ", ".join(h.changed_services) or "—", Text("\n".join(notes)))
     env.out.print(table)
+    counts = {s: sum(h.status == s for h in result.hosts) for s in STATUS_STYLE}
+    env.out.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + " host(s)"
+                  + ("" if any(h.status != "unchanged" for h in result.hosts)
+                     else ": nothing to change"))
     for h in result.hosts:  # one unwrapped line per failure: greppable, copy-pastable
         for svc, why in h.failures.items():
-            env.out.print(f"[red]failed[/] {h.name}/{svc}: {' '.join(why.split())}",
-                          markup=True, soft_wrap=True)
+            env.out.print(Text.assemble(("failed", "red"), f" {h.name}/{svc}: "
+                                        f"{' '.join(why.split())}"), soft_wrap=True)
+
+
+def result_json(result: RolloutResult, validation: dict[str, Any] | None) -> dict[str, Any]:
+    """`deploy --json` (a contract, documented in the README)."""
+    return {
+        "ok": result.ok and (validation is None or validation["ok"]),
+        "halted": result.halted,
+        "hosts": [host_json(h) for h in result.hosts],
+        "validation": None if validation is None else {
+            "ok": validation["ok"], "findings": [f.to_dict() for f in validation["findings"]]},
+    }
+
+
+def host_json(h: HostOutcome) -> dict[str, Any]:
+    report = h.report
+    services = [s for s in h.changed_services]
+    services += [s for s in sorted(set(h.restarted) | set(h.failures)) if s not in services]
+    return {
+        "name": h.name, "status": h.status, "error": h.error,
+        "steps": h.steps,
+        "services": [{"name": s, "action": _action(h, s), "restarted": s in h.restarted,
+                      "error": h.failures.get(s)} for s in services],
+        "changes": report.changes if report else [],
+        "warnings": report.warnings if report else [],
+    }
+
+
+def _action(h: HostOutcome, service: str) -> str:
+    if service in h.failures or (h.status == "rolled-back" and service in h.changed_services):
+        return "rolled-back" if h.status == "rolled-back" else "failed"
+    if service in h.changed_services:
+        return "updated" if h.status == "updated" else h.status
+    return "restored"
 
 
 # ---------------------------------------------------------------- progress (pyinfra callbacks)

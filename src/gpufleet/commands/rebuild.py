@@ -78,6 +78,6 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         inventory=args.inventory, host=args.host, dry_run=False, diff=False, force=False,
         steps=",".join(STEPS), ssh_key=args.ssh_key, known_hosts=args.known_hosts, set=args.set,
         batch_size=None, health_timeout=args.health_timeout, max_failed_hosts=None,
-        health_check=None, no_validate=False,
+        health_check=None, no_validate=False, wait=None, json=False, command_name="rebuild",
     )
     return deploy.run(deploy_args, env)

@@ -7,45 +7,30 @@ host before any change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from io import StringIO
-
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.server import KernelVersion, LinuxDistribution
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import apt, server
 from pyinfra.operations.util import any_changed
 
 from gpufleet.deploys import operations as ops
+from gpufleet.deploys import wanted
 from gpufleet.deploys.account import service_user
-from gpufleet.deploys.settings import defaults, setting
+from gpufleet.deploys.settings import defaults, setting, settings_now
 from gpufleet.deploys.target import HostTarget
+from gpufleet.deploys.wanted import (
+    PIN_FILE,
+    SUPPORTED,
+    RocmRelease,
+    UnsupportedHost,
+    pin_text,
+    release_for,
+    repo_lines,
+)
 from gpufleet.facts import AmdgpuInitstate
 
-# (distribution, major version) -> (AMD repository codename, oldest ROCm release supporting it)
-SUPPORTED = {
-    ("ubuntu", 22): ("jammy", (6, 0, 0)),
-    ("ubuntu", 24): ("noble", (6, 2, 0)),
-    ("debian", 12): ("jammy", (6, 3, 1)),
-}
-PIN_FILE = "/etc/apt/preferences.d/rocm-pin-600"
-
-
-@dataclass(frozen=True)
-class RocmRelease:
-    """The repository coordinates of one host: codename and versions in the URLs."""
-
-    codename: str
-    rocm_version: str
-    amdgpu_version: str
-
-    @property
-    def major(self) -> int:
-        return int(self.rocm_version.split(".")[0])
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split(".") if p.isdigit())
+__all__ = ["PIN_FILE", "SUPPORTED", "RocmRelease", "check_supported", "pin_text", "repo_lines",
+           "rocm"]
 
 
 def check_supported(rocm_version: str) -> RocmRelease:
@@ -56,55 +41,23 @@ def check_supported(rocm_version: str) -> RocmRelease:
     """
     distro = host.get_fact(LinuxDistribution)
     name = (distro.get("release_meta", {}).get("ID") or distro.get("name") or "?").lower()
-    key = (name, distro.get("major") or 0)
     shown = f"{distro.get('name') or name} {distro.get('major')}.{distro.get('minor') or 0:02}"
-    if key not in SUPPORTED:
-        raise DeployError(
-            f"{host.name}: {shown} is not supported; gpufleet installs ROCm on Ubuntu 22.04, "
-            "Ubuntu 24.04 and Debian 12"
-        )
-    codename, since = SUPPORTED[key]
-    if _version(rocm_version) < since:
-        raise DeployError(
-            f"{host.name}: ROCm {rocm_version} does not support {shown} (needs ROCm "
-            f"{'.'.join(map(str, since))} or later); change fleet.rocm_version"
-        )
-    return RocmRelease(codename, rocm_version, _amdgpu_version(rocm_version))
+    try:
+        return release_for(name, distro.get("major") or 0, shown, host.name, rocm_version,
+                           settings_now())
+    except UnsupportedHost as exc:
+        raise DeployError(str(exc)) from None
 
 
-def _amdgpu_version(rocm_version: str) -> str:
-    pinned = setting("gpufleet_amdgpu_version")
-    if pinned:
-        return str(pinned)
-    if _version(rocm_version) >= (7,):
-        raise DeployError(
-            f"{host.name}: ROCm {rocm_version} versions its driver separately: set "
-            "gpufleet_amdgpu_version (e.g. 30.10.1 for ROCm 7.0.1)"
-        )
-    return rocm_version
-
-
-def repo_lines(release: RocmRelease) -> dict[str, str]:
-    """The two apt source files (name -> content) of AMD's recipe, pointing at the settings."""
-    signed = f"[arch=amd64 signed-by={setting('gpufleet_rocm_keyring')}]"
-    tail = f"{release.codename} main"
-    amdgpu = f"{setting('gpufleet_amdgpu_repo_url')}/{release.amdgpu_version}/ubuntu"
-    rocm = [f"deb {signed} {setting('gpufleet_rocm_repo_url')}/{release.rocm_version} {tail}"]
-    if release.major >= 7:
-        graphics = f"{setting('gpufleet_graphics_repo_url')}/{release.rocm_version}/ubuntu"
-        rocm.append(f"deb {signed} {graphics} {tail}")
-    return {"amdgpu": f"deb {signed} {amdgpu} {tail}\n", "rocm": "\n".join(rocm) + "\n"}
-
-
-def pin_text() -> str:
-    priority = setting("gpufleet_rocm_pin_priority")
-    return f"Package: *\nPin: release o=repo.radeon.com\nPin-Priority: {priority}\n"
+def _wanted(target: HostTarget, release: RocmRelease) -> wanted.StepWanted:
+    return wanted.rocm(target, settings_now(), release)
 
 
 @deploy("ROCm", data_defaults=defaults())
 def rocm(target: HostTarget) -> None:
     release = check_supported(target.fleet.rocm_version)
-    sources = _repositories(release)
+    want = _wanted(target, release)
+    sources = _repositories(want, target)
     apt.update(name="Refresh apt lists after the ROCm sources changed.",
                _if=any_changed(*sources))
     driver = None
@@ -123,18 +76,19 @@ def rocm(target: HostTarget) -> None:
                          expected=target.planned.host.gpu_count)
 
 
-def _repositories(release: RocmRelease) -> list:
+def _repositories(want: wanted.StepWanted, target: HostTarget) -> list:
     ops.debs(name="Ensure the tools to fetch AMD's key are installed.",
              packages=setting("gpufleet_rocm_prerequisite_packages"))
-    changed = [apt.key(name="Ensure the AMD ROCm signing key is present.",
-                       src=setting("gpufleet_rocm_key_url"),
-                       dest=setting("gpufleet_rocm_keyring"))]
-    for name, text in host.loop(repo_lines(release).items()):
-        changed.append(files.put(name=f"Ensure the {name} apt repository is present.",
-                                 src=StringIO(text), dest=f"/etc/apt/sources.list.d/{name}.list",
-                                 mode="644"))
-    changed.append(files.put(name="Ensure repo.radeon.com packages are pinned above the distro.",
-                             src=StringIO(pin_text()), dest=PIN_FILE, mode="644"))
+    changed = [ops.keyring(name="Ensure the AMD ROCm signing key is present.",
+                           src=setting("gpufleet_rocm_key_url"),
+                           dest=setting("gpufleet_rocm_keyring"))]
+    batch = tuple(f.path for f in want.files)
+    for file in host.loop(want.files):
+        what = ("repo.radeon.com packages are pinned above the distro" if file.path == PIN_FILE
+                else f"the {file.path.rsplit('/', 1)[-1].removesuffix('.list')} apt repository "
+                "is present")
+        changed.append(ops.atomic_file(name=f"Ensure {what}.", dest=file.path,
+                                       content=file.content, mode=file.mode, batch=batch))
     return changed
 
 

@@ -7,8 +7,6 @@ changed (only if running, so a new unit is not started twice) and enable + start
 
 from __future__ import annotations
 
-from io import StringIO
-
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
@@ -16,6 +14,7 @@ from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
 from gpufleet.deploys import operations as ops
+from gpufleet.deploys import wanted
 from gpufleet.deploys.settings import defaults
 from gpufleet.deploys.target import HostTarget
 from gpufleet.facts import GpufleetUnits
@@ -37,8 +36,10 @@ def services(target: HostTarget) -> None:
     retired = retire(sorted(set(installed) - set(names)))
     changed: dict[str, list[OperationMeta]] = {name: [] for name in names}
     units: list[OperationMeta] = []
+    batch = tuple(sorted(f.path for f in target.files))
+    unit_batch = tuple(wanted.services(target).units)
     for rendered in host.loop(target.files):
-        meta = upload(rendered)
+        meta = upload(rendered, batch)
         if rendered.path.startswith(f"{UNIT_DIR}/"):
             units.append(meta)
         owner = owner_of(rendered.path, names)
@@ -47,29 +48,26 @@ def services(target: HostTarget) -> None:
     systemd.daemon_reload(name="Reload systemd because a gpufleet unit changed.",
                           _if=any_changed(*units, *retired))
     for name in host.loop(names):
-        start(name, changed[name])
-    if any(f.path == f"{UNIT_DIR}/{TARGET}" for f in target.files):
-        systemd.service(name="Ensure gpufleet.target is enabled and active.",
-                        service=TARGET, running=True, enabled=True)
+        start(name, changed[name], unit_batch)
+    if TARGET in unit_batch:
+        ops.unit_running(name="Ensure gpufleet.target is enabled and active.", unit=TARGET,
+                         batch=unit_batch)
 
 
-def upload(rendered: RenderedFile) -> OperationMeta:
-    mode = rendered.mode
-    if rendered.secret:
-        return ops.secret_file(name=f"Ensure {rendered.path} is up to date (secret).",
-                               dest=rendered.path, content=rendered.content, mode=mode,
-                               user=rendered.owner, group=rendered.group)
-    return files.put(name=f"Ensure {rendered.path} is up to date.", src=StringIO(rendered.content),
-                     dest=rendered.path, mode=mode, user=rendered.owner, group=rendered.group)
+def upload(rendered: RenderedFile, batch: tuple[str, ...]) -> OperationMeta:
+    operation = ops.secret_file if rendered.secret else ops.atomic_file
+    suffix = " (secret)" if rendered.secret else ""
+    return operation(name=f"Ensure {rendered.path} is up to date{suffix}.", dest=rendered.path,
+                     content=rendered.content, mode=rendered.mode.lstrip("0"),
+                     user=rendered.owner, group=rendered.group, batch=batch)
 
 
-def start(name: str, changed: list[OperationMeta]) -> None:
+def start(name: str, changed: list[OperationMeta], batch: tuple[str, ...]) -> None:
     unit = unit_name(name)
     # Restart BEFORE ensuring running, and only if already running: a new unit starts once.
     systemd.service(name=f"Restart {name} because its unit or environment changed.",
                     service=unit, running=None, restarted=True, _if=any_changed(*changed))
-    systemd.service(name=f"Ensure {name} is enabled and running.", service=unit,
-                    running=True, enabled=True)
+    ops.unit_running(name=f"Ensure {name} is enabled and running.", unit=unit, batch=batch)
 
 
 def retire(stale: list[str]) -> list[OperationMeta]:

@@ -8,7 +8,7 @@ from pyinfra import host
 
 from gpufleet.settings import PREFIX, defaults
 
-__all__ = ["PREFIX", "defaults", "setting"]
+__all__ = ["PREFIX", "defaults", "setting", "settings_now"]
 
 
 def setting(name: str) -> Any:
@@ -16,3 +16,8 @@ def setting(name: str) -> Any:
     if name not in defaults():
         raise KeyError(f"{name} is not a gpufleet setting (see group_data/all.py)")
     return host.data.get(name, defaults()[name])
+
+
+def settings_now() -> dict[str, Any]:
+    """Every knob's value for the current host (what the pure wanted-state builders take)."""
+    return {name: host.data.get(name, value) for name, value in defaults().items()}

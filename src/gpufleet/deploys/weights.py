@@ -7,50 +7,49 @@ interrupted download resumes on the next run.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
 from gpufleet.deploys import operations as ops
+from gpufleet.deploys import wanted
 from gpufleet.deploys.runtime import python_venv
-from gpufleet.deploys.settings import defaults, setting
+from gpufleet.deploys.settings import defaults, setting, settings_now
 from gpufleet.deploys.target import HostTarget, ModelPull
 
-SCRIPT = Path(__file__).with_name("files") / "fetch_model.py"
+SCRIPT = wanted.FETCH_SCRIPT
 
 
 @deploy("Weights", data_defaults=defaults())
 def weights(target: HostTarget) -> None:
     pulls = target.model_pulls()
-    if not setting("gpufleet_weights_download"):
-        ops.warn("gpufleet_weights_download is off: not downloading "
-                 f"{len(pulls)} model(s); units start from what is in the cache")
-        return
-    if not pulls:
+    want = wanted.weights(target, settings_now())
+    for message in want.warnings:
+        ops.warn(message)
+    if not setting("gpufleet_weights_download") or not pulls:
         return
     state_dir, venv = setting("gpufleet_weights_state_dir"), setting("gpufleet_weights_venv_dir")
     python_venv(venv, setting("gpufleet_weights_requirement"), "model download")
     files.directory(name="Ensure the root-only weights directory exists.", path=state_dir,
                     user="root", group="root", mode="700")
-    files.put(name="Ensure the model download helper is present.", src=str(SCRIPT),
-              dest=f"{state_dir}/fetch_model.py", mode="600")
-    for secret in host.loop(sorted({p.token_secret for p in pulls if p.token_secret})):
-        ops.secret_file(name=f"Ensure the {secret} token file is present.",
-                        dest=token_path(secret), content=target.tokens.get(secret, ""))
+    batch = tuple(f.path for f in want.files)
+    for file in host.loop(want.files):
+        what = ("the model download helper is present" if not file.secret
+                else f"the {file.path.rsplit('/', 1)[-1].removesuffix('.token')} token file is "
+                "present")
+        operation = ops.secret_file if file.secret else ops.atomic_file
+        operation(name=f"Ensure {what}.", dest=file.path, content=file.content, mode=file.mode,
+                  batch=batch)
     for pull in host.loop(pulls):
         _snapshot(target, pull, f"{venv}/bin/python", f"{state_dir}/fetch_model.py")
 
 
 def token_path(secret: str) -> str:
-    return f"{setting('gpufleet_weights_state_dir')}/{secret}.token"
+    return wanted.token_path(settings_now(), secret)
 
 
 def marker_path(cache: str, pull: ModelPull) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]", "--", pull.model)
-    return f"{cache}/.gpufleet/{slug}@{pull.revision or 'main'}.complete"
+    return wanted.marker_path(cache, pull)
 
 
 def _snapshot(target: HostTarget, pull: ModelPull, python: str, script: str) -> None:
