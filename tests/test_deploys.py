@@ -600,3 +600,61 @@ def test_cli_refuses_a_plan_with_errors_unless_forced(deploy_cli, cli):
     assert refused.exit_status == 2 and "--force" in refused.stderr
     forced = cli("deploy", str(broken), "--dry-run", "--steps", "services", "--force")
     assert forced.exit_status == 0 and "warning" in forced.stderr
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def test_every_upload_is_atomic_with_owner_and_mode_before_content(machines):
+    """Per file: an empty temp file beside the destination with its final owner and mode
+    (umask 077 first), then the bytes, then a hash check, fsync, rename and directory fsync."""
+    events: list[str] = []
+    machine = settled()
+    machines["gpu-01"] = machine
+    plan = build_plan(inventory.load(FIXTURES / "fleet.yml"))
+    run = runner.FleetDeploy(runner.host_targets(plan), steps=("services",), connector="@fake",
+                             extra_data={"fake_delay": 0, "fake_delay_jitter": 0})
+    run.connect()
+    for host in run.state.inventory:
+        def put_file(src: Any, remote: str, *args: Any, **kwargs: Any) -> bool:
+            events.append(f"UPLOAD {remote}")
+            return True
+        host.connector.put_file = put_file  # type: ignore[method-assign]
+        original = host.connector.run_shell_command
+
+        def run_shell(command: Any, *args: Any, _orig: Any = original, **kwargs: Any) -> Any:
+            text = str(command.get_masked_value() if hasattr(command, "get_masked_value")
+                       else command)
+            if "##PYINFRA" not in text:
+                events.append(text)
+            return _orig(command, *args, **kwargs)
+        host.connector.run_shell_command = run_shell  # type: ignore[method-assign]
+    run.prepare()
+    run.apply()
+    run.close()
+    env, temp = "/etc/gpufleet/llama-8b.env", "/etc/gpufleet/.llama-8b.env.gpufleet-new"
+    upload = events.index(f"UPLOAD {temp}")
+    prepare, commit = events[upload - 1], events[upload + 1]
+    assert "umask 077" in prepare and f"chmod 600 {temp}" in prepare
+    assert prepare.index("umask 077") < prepare.index(f"chmod 600 {temp}")
+    assert "df -Pk /etc/gpufleet" in prepare  # a full disk is found before any byte
+    assert commit.index("sha256sum") < commit.index(f"sync {temp}") < \
+        commit.index(f"mv -f {temp} {env}") < commit.rindex("sync /etc/gpufleet")
+    assert not any(e == f"UPLOAD {env}" for e in events)  # never written in place
+
+
+def test_a_full_disk_is_reported_as_such(machines):
+    machine = settled()
+    run = deploy_fleet(machine, machines=machines, steps=("services",),
+                       fails=("df -Pk /etc/gpufleet",))
+    report = run.reports["gpu-01"]
+    assert not report.ok
+    # the fake connector's stderr is "failed"; the wording for a real full disk is checked on
+    # lab hosts (tests/e2e/test_fleet_safety.py); here: nothing after the failed check ran
+    assert not any(c.startswith("set -e; got=") for c in run.commands)
+
+
+def test_disk_full_message_names_the_host_and_folder():
+    text = runner.operation_error("gpu-01", "Ensure /etc/gpufleet/x.env is up to date.",
+                                  ["no space left on /etc/gpufleet (needs 16 KiB, 0 KiB free)"])
+    assert text.startswith("host gpu-01: no space left on /etc/gpufleet (needs 16 KiB")

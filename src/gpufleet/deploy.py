@@ -52,6 +52,7 @@ from gpufleet.settings import PREFIX, defaults
 from gpufleet.survey import HostSurvey, survey_host
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_NOISE = re.compile(r"^Error: executed \d+ commands?$")
 _PREFIXED = re.compile(r"^\[(?P<host>[^\]]+)\]\s*(?P<message>.*)$", re.S)
 
 
@@ -186,6 +187,8 @@ class _Warnings(logging.Handler):
         name = self.names.get(match["host"]) if match else None
         if match and name in self.reports:
             report, message = self.reports[name], match["message"].strip()
+            if _NOISE.match(message):
+                return  # pyinfra's tally of a failed operation: the error says what failed
             if message and message not in report.warnings:
                 report.warnings.append(message)
 
@@ -355,9 +358,8 @@ class FleetDeploy:
             if not meta.is_complete():
                 continue
             if meta.did_error() and not data.global_arguments.get("_ignore_errors"):
-                detail = "\n".join(meta.stderr_lines[-5:])
-                report.fail(f"{op_name(self.state, data, op_hash)} failed"
-                            + (f":\n{detail}" if detail else ""))
+                report.fail(operation_error(report.name, op_name(self.state, data, op_hash),
+                                            meta.stderr_lines))
             elif meta.did_change():
                 report.changes.append(op_name(self.state, data, op_hash))
         if host in self.state.failed_hosts and report.ok:
@@ -368,6 +370,17 @@ class FleetDeploy:
             disconnect_all(self.state)
         finally:
             logging.getLogger("pyinfra").removeHandler(self._log)
+
+
+def operation_error(host: str, name: str, stderr: Sequence[str]) -> str:
+    """A failed operation for the report; a full disk is said as such, first."""
+    lines = [_ANSI.sub("", line).strip() for line in stderr]
+    for line in lines:
+        if line.startswith("no space left on") or "No space left on device" in line:
+            space = line if line.startswith("no space left on") else "no space left on device"
+            return f"host {host}: {space}; nothing was changed by: {name}"
+    detail = "\n".join(lines[-5:])
+    return f"{name} failed" + (f":\n{detail}" if detail else "")
 
 
 def op_name(state: State, data: Any, op_hash: str) -> str:

@@ -73,6 +73,20 @@ def parse_show(text: str) -> dict[str, dict[str, str]]:
     return units
 
 
+def connect_error(exc: BaseException) -> str:
+    """paramiko's connect errors in an operator's words (refused, timed out, host key, auth)."""
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        causes = {getattr(e, "strerror", None) or str(e) for e in exc.errors.values()}
+        return f"cannot connect to port {next(iter(exc.errors))[1]}: {', '.join(sorted(causes))}"
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return f"host key mismatch ({exc}): check the host, then update known_hosts"
+    if isinstance(exc, paramiko.AuthenticationException):
+        return f"authentication failed: {exc}"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "connection timed out"
+    return str(exc) or type(exc).__name__
+
+
 class Session:
     """One SSH connection to a host; `run` executes a command and returns its output."""
 
@@ -100,7 +114,8 @@ class Session:
                 look_for_keys=target.key is None,
             )
         except (TimeoutError, OSError, paramiko.SSHException) as exc:
-            raise HostUnreachable(f"{target.name} ({target.address}): {exc}") from None
+            raise HostUnreachable(f"{target.name} ({target.address}): {connect_error(exc)}"
+                                  ) from None
         transport = self.client.get_transport()
         if transport is not None:  # small interactive requests: don't wait for Nagle
             transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]

@@ -36,7 +36,8 @@ mkdir -p {KNOWN_GOOD}.new/systemd {KNOWN_GOOD}.new/gpufleet
 for f in /etc/systemd/system/gpufleet-*.service /etc/systemd/system/gpufleet.target; do
   [ -f "$f" ] && cp -a "$f" {KNOWN_GOOD}.new/systemd/
 done
-[ ! -d /etc/gpufleet ] || find /etc/gpufleet -maxdepth 1 -type f ! -name '.*' -exec cp -a {{}} {KNOWN_GOOD}.new/gpufleet/ \\;
+[ ! -d /etc/gpufleet ] || find /etc/gpufleet -maxdepth 1 -type f ! -name '.*' \\
+  -exec cp -a {{}} {KNOWN_GOOD}.new/gpufleet/ \\;
 sync {KNOWN_GOOD}.new/systemd/* {KNOWN_GOOD}.new/gpufleet/* 2>/dev/null || true
 [ -d {KNOWN_GOOD} ] && mv {KNOWN_GOOD} {KNOWN_GOOD}.old
 mv {KNOWN_GOOD}.new {KNOWN_GOOD} && rm -rf {KNOWN_GOOD}.old && sync /var/lib/gpufleet"""
@@ -300,6 +301,7 @@ class Survey:
     done: list[HostOutcome] = field(default_factory=list)
     to_roll: list[HostTarget] = field(default_factory=list)
     steps: dict[str, list[str]] = field(default_factory=dict)
+    warnings: dict[str, list[str]] = field(default_factory=dict)
 
 
 def survey(targets: list[HostTarget], make_run: Callable[[list[HostTarget]], FleetDeploy]
@@ -318,6 +320,7 @@ def survey(targets: list[HostTarget], make_run: Callable[[list[HostTarget]], Fle
         fleet_run.close()
     for t in targets:
         report, seen = fleet_run.reports[t.name], surveys.get(t.name)
+        result.warnings[t.name] = list(report.warnings)
         if not report.ok:
             result.done.append(HostOutcome(t.name, status="failed", error=report.error,
                                            report=report))
@@ -349,8 +352,13 @@ def roll_out(
                                  "halted after a failed host") for t in batch]
             continue
         notify(f"batch: {', '.join(t.name for t in batch)}")
-        done += roll_batch(batch, make_run, ssh, policy, notify, wrap,
-                           {t.name: found.steps[t.name] for t in batch}, diffs)
+        rolled = roll_batch(batch, make_run, ssh, policy, notify, wrap,
+                            {t.name: found.steps[t.name] for t in batch}, diffs)
+        for outcome in rolled:  # the survey's warnings hold for the whole host
+            if outcome.report is not None:
+                seen = outcome.report.warnings
+                seen[:0] = [w for w in found.warnings.get(outcome.name, []) if w not in seen]
+        done += rolled
     order = {t.name: i for i, t in enumerate(everyone)}
     done.sort(key=lambda h: order[h.name])  # report in inventory order
     halted = any(h.status == "skipped" for h in done)

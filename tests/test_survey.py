@@ -1,0 +1,108 @@
+"""The survey: its one command run by a real sh over real files, and the pure comparison."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+from gpufleet.deploys.wanted import StepWanted, WantedFile, WantedVenv
+from gpufleet.survey import (
+    Observed,
+    SurveySpec,
+    differences,
+    parse_survey,
+    spec_for,
+    survey_command,
+)
+
+
+def run_survey(spec: SurveySpec) -> Observed:
+    out = subprocess.run(["sh", "-c", survey_command(spec)], capture_output=True, text=True,
+                         check=True).stdout
+    return parse_survey(out.splitlines())
+
+
+def owner() -> tuple[str, str]:
+    import grp
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+
+
+def test_the_command_reads_modes_owners_and_hashes_of_real_files(tmp_path: Path) -> None:
+    user, group = owner()
+    env = tmp_path / "chat.env"
+    env.write_text("VLLM_API_KEY=k\n")
+    env.chmod(0o600)
+    (tmp_path / "weird name").write_text("x")
+    seen = run_survey(SurveySpec(paths=(str(env), str(tmp_path / "missing.env")),
+                                 dirs=(str(tmp_path),), markers=(str(env),)))
+    digest = hashlib.sha256(b"VLLM_API_KEY=k\n").hexdigest()
+    assert seen.files == {str(env): ("600", user, group, digest)}
+    assert seen.dirs[str(tmp_path)][1:] == (user, group)
+    assert seen.markers == {str(env)}
+    assert seen.os.get("ID")  # /etc/os-release was read
+    assert seen.kernel == os.uname().release
+
+
+def test_a_symlink_is_not_a_managed_file(tmp_path: Path) -> None:
+    (tmp_path / "real").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert run_survey(SurveySpec(paths=(str(tmp_path / "link"),))).files == {}
+
+
+def test_converged_step_has_no_difference(tmp_path: Path) -> None:
+    user, group = owner()
+    path = tmp_path / "gpufleet-chat.service"
+    path.write_text("[Unit]\n")
+    path.chmod(0o644)
+    want = {"services": StepWanted(files=[WantedFile(str(path), "[Unit]\n", "644", user, group)])}
+    assert differences(want, run_survey(spec_for(want))) == {"services": []}
+
+
+def test_every_kind_of_drift_is_a_difference(tmp_path: Path) -> None:
+    user, group = owner()
+    path = tmp_path / "chat.env"
+    path.write_text("A=1\n")
+    path.chmod(0o644)
+    want = {"services": StepWanted(
+        files=[WantedFile(str(path), "A=1\n", "600", user, group),
+               WantedFile(str(tmp_path / "new.env"), "B=1\n", "600", user, group)],
+        units=["gpufleet-nope.service"], unit_set=["gpufleet-chat.service"]),
+        "runtime": StepWanted(debs=["surely-not-a-package"],
+                              venvs=[WantedVenv(str(tmp_path / "venv"), "vllm", "0.19.1")],
+                              dirs=[(str(tmp_path / "cache"), "755", user, group)]),
+    }
+    seen = run_survey(spec_for(want))
+    found = differences(want, seen)
+    assert f"{path} has mode/owner 644 {user} {group}" in found["services"]
+    assert f"{tmp_path / 'new.env'} is missing" in found["services"]
+    assert "gpufleet-nope.service is not enabled" in found["services"]
+    assert "package surely-not-a-package is not installed" in found["runtime"]
+    assert f"virtualenv {tmp_path / 'venv'} is missing" in found["runtime"]
+    assert any("directory" in d for d in found["runtime"])
+    path.write_text("A=2\n")
+    assert f"{path} differs" in differences(want, run_survey(spec_for(want)))["services"]
+
+
+def test_a_target_is_running_when_active() -> None:
+    """pyinfra's status fact counts SubState 'running' only, so a target never looked running
+    and every no-op 'changed' it; the survey reads ActiveState."""
+    want = {"services": StepWanted(units=["gpufleet.target"])}
+    seen = Observed(units={"gpufleet.target": {"Id": "gpufleet.target", "ActiveState": "active",
+                                               "SubState": "active",
+                                               "UnitFileState": "enabled"}})
+    assert differences(want, seen) == {"services": []}
+
+
+def test_stale_units_and_account_drift(tmp_path: Path) -> None:
+    want = {"services": StepWanted(unit_set=["gpufleet-chat.service"]),
+            "rocm": StepWanted(account=("gpufleet", ("render", "video"), "/var/lib/gpufleet"))}
+    seen = Observed(installed=["gpufleet-chat.service", "gpufleet-old.service"],
+                    passwd={"gpufleet": ("/var/lib/gpufleet", "/usr/sbin/nologin")},
+                    groups={"render": {"gpufleet"}, "video": set()})
+    found = differences(want, seen)
+    assert found["services"] == ["gpufleet-old.service is no longer in the inventory"]
+    assert found["rocm"] == ["user gpufleet is not in group video"]
