@@ -261,10 +261,15 @@ class FleetDeploy:
                     report.fail(result.error)
         return self.surveys
 
+    def settings_of(self, name: str) -> dict[str, Any]:
+        """Every knob's value for a host, as its pyinfra host data has them."""
+        host = self.state.inventory.get_host(self._names[name])
+        return {**defaults(), **{k: v for k, v in host.data.dict().items()
+                                 if k.startswith(PREFIX)}}
+
     def _survey_host(self, host: Host) -> HostSurvey | None:
         target = self.targets[self._by_host[host.name]]
-        settings = {**defaults(), **{k: v for k, v in host.data.dict().items()
-                                     if k.startswith(PREFIX)}}
+        settings = self.settings_of(target.name)
         try:
             with ctx_state.use(self.state), ctx_host.use(host):
                 return survey_host(host, target, settings, self.steps)

@@ -196,6 +196,12 @@ class FleetLock:
         return {n: lk.holder for n, lk in self.locks.items() if lk.holder}
 
     @property
+    def sessions(self) -> dict[str, Session]:
+        """The open SSH session of every locked host (reused for the survey and validation)."""
+        return {n: lk.session for n, lk in self.locks.items()
+                if lk.session is not None and lk.channel is not None}
+
+    @property
     def unreachable(self) -> dict[str, str]:
         return {n: lk.error for n, lk in self.locks.items() if lk.error}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from gpufleet.observe import read_host
@@ -18,10 +19,17 @@ def read_fleet(
     ssh_key: str | None = None,
     known_hosts: str | None = None,
     full_probe: bool = True,
+    sessions: Mapping[str, Session] | None = None,
 ) -> dict[str, HostReading]:
+    """`sessions`: open sessions to reuse (a deploy's lock sessions), by host name."""
     fleet = plan.inventory.fleet
 
     def one(host: PlannedHost) -> HostReading:
+        if sessions and host.name in sessions:
+            try:
+                return read_host(sessions[host.name], host, full_probe)
+            except HostUnreachable as exc:
+                return HostReading(host.name, error=str(exc))
         target = SshTarget.of(host.name, host.host, fleet, ssh_key, known_hosts)
         try:
             with Session(target) as session:

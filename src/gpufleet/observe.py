@@ -25,9 +25,22 @@ SMI_COMMANDS = {
 }
 
 
+# One rocm-smi run for memory, processes and their GPUs (each run is a Python start on the host,
+# which is most of a no-op deploy's cost there); the separate commands above are the fallback.
+ROCM_SMI_ONCE = "rocm-smi --showmeminfo vram --showpids --showpidgpus"
+
+
 def read_smi(session: Session) -> Snapshot:
     """One merged snapshot. rocm-smi exits 0 even without a driver: parse() recognises that."""
     tool = "amd-smi" if session.run("command -v amd-smi").rc == 0 else "rocm-smi"
+    if tool == "rocm-smi":
+        once = session.run(ROCM_SMI_ONCE)
+        try:
+            snapshot = parse(once.stdout, source=f"{session.target.name}: {ROCM_SMI_ONCE}")
+            if snapshot.gpus and (snapshot.processes or "No KFD PIDs" in once.stdout):
+                return snapshot
+        except SmiParseError:
+            pass  # an older or newer rocm-smi that words the combined view otherwise
     snapshots = []
     for command in SMI_COMMANDS[tool]:
         result = session.run(command)

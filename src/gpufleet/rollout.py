@@ -10,7 +10,8 @@ remaining batches are not started.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from gpufleet.observe import run_probes
 from gpufleet.probe import Probe
 from gpufleet.remote import HostUnreachable, Session, SshTarget, parse_show
 from gpufleet.render import UNIT_DIR, unit_name
+from gpufleet.survey import HostSurvey, survey_session
 
 KNOWN_GOOD = "/var/lib/gpufleet/known-good"
 POLL_S = 2.0
@@ -304,20 +306,23 @@ class Survey:
     warnings: dict[str, list[str]] = field(default_factory=dict)
 
 
-def survey(targets: list[HostTarget], make_run: Callable[[list[HostTarget]], FleetDeploy]
-           ) -> Survey:
+def survey(targets: list[HostTarget], make_run: Callable[[list[HostTarget]], FleetDeploy],
+           sessions: Mapping[str, Session] | None = None) -> Survey:
     """One parallel look at every host (one command each): those already in the planned
     state are done (no batch, no gate, no operation); the others go on to be rolled, with only
-    the steps that differ."""
+    the steps that differ. Over the run's open lock sessions when it has them."""
     result = Survey()
     if not targets:
         return result
     fleet_run = make_run(targets)
-    try:
-        fleet_run.connect()
-        surveys = fleet_run.survey()
-    finally:
-        fleet_run.close()
+    if sessions is not None and all(t.name in sessions for t in targets):
+        surveys = _survey_sessions(fleet_run, targets, sessions)
+    else:
+        try:
+            fleet_run.connect()
+            surveys = fleet_run.survey()
+        finally:
+            fleet_run.close()
     for t in targets:
         report, seen = fleet_run.reports[t.name], surveys.get(t.name)
         result.warnings[t.name] = list(report.warnings)
@@ -332,6 +337,24 @@ def survey(targets: list[HostTarget], make_run: Callable[[list[HostTarget]], Fle
     return result
 
 
+def _survey_sessions(fleet_run: FleetDeploy, targets: list[HostTarget],
+                     sessions: Mapping[str, Session]) -> dict[str, HostSurvey]:
+    def one(t: HostTarget) -> HostSurvey | None:
+        try:
+            return survey_session(sessions[t.name], t, fleet_run.settings_of(t.name),
+                                  fleet_run.steps_for(t.name))
+        except HostUnreachable as exc:
+            fleet_run.reports[t.name].fail(str(exc))
+            return None
+
+    with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
+        found = dict(zip([t.name for t in targets], pool.map(one, targets), strict=True))
+    surveys = {name: seen for name, seen in found.items() if seen is not None}
+    for name, seen in surveys.items():
+        fleet_run.reports[name].warnings += seen.warnings
+    return surveys
+
+
 def roll_out(
     targets: list[HostTarget],
     make_run: Callable[[list[HostTarget]], FleetDeploy],
@@ -340,11 +363,12 @@ def roll_out(
     notify: Notify = lambda _: None,
     wrap: Wrap = lambda _: nullcontext(),
     diffs: bool = False,
+    sessions: Mapping[str, Session] | None = None,
 ) -> RolloutResult:
     """Survey all hosts; roll those with changes in batches of `policy.batch_size`; halt after
     `policy.max_failed_hosts` failures (an unreachable host counts)."""
     everyone = list(targets)
-    found = survey(targets, make_run)
+    found = survey(targets, make_run, sessions)
     done = list(found.done)
     for batch in batches(found.to_roll, policy.batch_size):
         if sum(not h.ok for h in done) >= policy.max_failed_hosts:

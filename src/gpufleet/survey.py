@@ -11,7 +11,7 @@ pyinfra only for the steps that differ (pyinfra then decides, operation by opera
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +144,10 @@ def survey_command(spec: SurveySpec) -> str:
             if spec.groups else ":")
     section("sysctl", each(spec.sysctl, "k", 'printf "%s %s\\n" "$k" '
                            '"$(cat /proc/sys/$(echo "$k" | tr . /))"'))
-    section("gpus", "rocm-smi --showid 2>&1 | grep -E '^GPU\\[' | cut -d']' -f1 | sort -u"
+    # The driver's view (amdgpu DRM cards) rather than a rocm-smi run: the same GPUs, without a
+    # Python start per host on every no-op; the deploy's own check and validate use rocm-smi.
+    section("gpus", "for c in /sys/class/drm/card[0-9]*; do [ -e \"$c/device/vendor\" ] && "
+            "[ \"$(cat \"$c/device/vendor\")\" = 0x1002 ] && echo \"GPU[${c##*card}]\"; done"
             if spec.gpus else ":")
     section("keyring", f"stat -c %a {q(spec.keyring)}" if spec.keyring else ":")
     return "\n".join(parts) + "\ntrue"
@@ -344,10 +347,25 @@ class HostSurvey:
 
 def survey_host(host: Any, target: HostTarget, settings: Settings, steps: list[str]
                 ) -> HostSurvey:
-    """Read the host once (SurveyFact) and compare it with every chosen step's end state."""
+    """Read a pyinfra host once (SurveyFact) and compare it with each chosen step's end state."""
+    return compare_host(lambda spec: host.get_fact(SurveyFact, spec=spec), target, settings,
+                        steps)
+
+
+def survey_session(session: Any, target: HostTarget, settings: Settings, steps: list[str]
+                   ) -> HostSurvey:
+    """The same over an open SSH session (the run's lock session: no second connection)."""
+    def read(spec: SurveySpec) -> Observed:
+        return parse_survey(session.run(survey_command(spec), timeout=120).stdout.splitlines())
+
+    return compare_host(read, target, settings, steps)
+
+
+def compare_host(read: Callable[[SurveySpec], Observed], target: HostTarget,
+                 settings: Settings, steps: list[str]) -> HostSurvey:
     placeholder = RocmRelease("jammy", target.fleet.rocm_version, target.fleet.rocm_version)
     wanted = host_wanted(target, settings, steps, placeholder)
-    seen: Observed = host.get_fact(SurveyFact, spec=spec_for(wanted))
+    seen = read(spec_for(wanted))
     if "rocm" in wanted:
         release = host_release(seen, target, settings)
         if release is None:  # unsupported: pyinfra's prepare stops the host with the reason

@@ -99,7 +99,12 @@ def run(args: argparse.Namespace, env: Environment) -> int:
                         notify=lambda m: env.err.print(m)) as locks:
             reachable = [t for t in targets if t.name not in locks.unreachable]
             result = roll_out(reachable, make_run, ssh, policy,
-                              notify=lambda m: env.err.print(m), wrap=wrap, diffs=args.diff)
+                              notify=lambda m: env.err.print(m), wrap=wrap, diffs=args.diff,
+                              sessions=locks.sessions)
+            result.hosts = _with_unreachable(result.hosts, targets, locks.unreachable)
+            validation = None
+            if not args.no_validate and result.ok and "services" in steps:
+                validation = _validate(plan, args, env, locks.sessions)
     except FleetLocked as exc:
         busy = exc.busy or {t.name: str(exc).split(": refusing")[0] for t in targets}
         locked = RolloutResult([HostOutcome(t.name, status="locked" if t.name in busy
@@ -109,12 +114,9 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         show_result(locked, env, args.json)
         env.error(str(exc))
         return ExitStatus.BAD_INPUT
-    result.hosts = _with_unreachable(result.hosts, targets, locks.unreachable)
     status: int = ExitStatus.OK if result.ok else ExitStatus.FINDINGS
-    validation = None
-    if not args.no_validate and result.ok and "services" in steps:
-        validation = _validate(plan, args, env)
-        status = max(status, ExitStatus.OK if validation["ok"] else ExitStatus.FINDINGS)
+    if validation is not None and not validation["ok"]:
+        status = ExitStatus.FINDINGS
     show_result(result, env, args.json, validation)
     return status
 
@@ -178,12 +180,14 @@ def rollout_policy(policy: RolloutPolicy, args: argparse.Namespace) -> RolloutPo
     return policy.model_copy(update=changes)
 
 
-def _validate(plan: Plan, args: argparse.Namespace, env: Environment) -> dict[str, Any]:
+def _validate(plan: Plan, args: argparse.Namespace, env: Environment,
+              sessions: Any = None) -> dict[str, Any]:
     """The last step of every deploy: the GPUs themselves against the plan."""
     from gpufleet.fleetread import read_fleet
     from gpufleet.validate import compare
 
-    readings = read_fleet(plan, ssh_key=args.ssh_key, known_hosts=args.known_hosts)
+    readings = read_fleet(plan, ssh_key=args.ssh_key, known_hosts=args.known_hosts,
+                          sessions=sessions)
     findings = [f for h in plan.hosts for f in compare(h, readings[h.name])]
     return {"ok": not any(f.severity == "error" for f in findings), "findings": findings}
 
