@@ -11,6 +11,8 @@ then alternates, `--runs` times:
   gpufleet change       one service's max_model_len changed, `gpufleet deploy` (batch size 1,
                         health gate with a real request, final validation)
   minimal change        another max_model_len, applied by the minimal deploy
+  gpufleet change, batch size N   a third value, every host in one batch (parallel, as the
+                        minimal deploy is; still health-gated and validated)
 
 The minimal deploy is what a person would hand-write in pyinfra for the same rendered units and
 env files: files.put each file, one daemon-reload if a unit changed, restart what changed,
@@ -155,7 +157,7 @@ def small_fleet(hosts: int, runs: int) -> tuple[list[Row], int]:
         services = sum(len(h["services"]) for h in yaml.safe_load(inventory.read_text())
                        ["hosts"].values())
         rows = [timed("fresh provision", lab, gpufleet_deploy(inventory))]
-        lengths = iter([2048, 3072, 4096, 2560] * runs)
+        lengths = iter([2048, 3072, 4096, 2560, 3584, 1536] * runs)
         for _ in range(runs):
             rows.append(timed("gpufleet no-op", lab, gpufleet_deploy(inventory)))
             rows.append(timed("minimal no-op", lab, minimal_deploy(inventory, lab)))
@@ -164,6 +166,9 @@ def small_fleet(hosts: int, runs: int) -> tuple[list[Row], int]:
             change_one_service(inventory, next(lengths))
             rows.append(timed("minimal one-service change", lab, minimal_deploy(inventory, lab)))
             gpufleet_deploy(inventory)()  # converged again (validates what minimal did)
+            change_one_service(inventory, next(lengths))
+            rows.append(timed(f"gpufleet change, batch size {hosts}", lab,
+                              gpufleet_deploy(inventory, "--batch-size", str(hosts))))
     finally:
         down(cfg)
     return rows, services
@@ -213,6 +218,9 @@ def main() -> int:
           "(target <= 1.5x)")
     print(f"one-service change vs minimal: {change:.1f} s / {minimal_change:.1f} s = "
           f"{change / minimal_change:.2f}x (target <= 2x)")
+    wide = median(rows, f"gpufleet change, batch size {args.hosts}")
+    print(f"the same change with all hosts in one batch: {wide:.1f} s / {minimal_change:.1f} s"
+          f" = {wide / minimal_change:.2f}x")
     if args.scale_hosts:
         large = median(rows, f"gpufleet no-op ({args.scale_hosts} hosts)")
         print(f"{args.scale_hosts}-host no-op vs {args.hosts}-host no-op: {large:.1f} s / "

@@ -270,6 +270,13 @@ def _failed_deploy(target: HostTarget, outcome: HostOutcome, report: HostReport,
         return
     try:
         with Session(ssh_target(target, ssh)) as session:
+            # A changed service whose (re)start failed is a failed health gate: roll back.
+            states = unit_states(session, outcome.changed_services)
+            outcome.failures = {n: vllm_error(session, n) for n in outcome.changed_services
+                                if states.get(n) not in ("active", None)}
+            if outcome.failures:
+                _roll_back(session, target, outcome, policy, notify)
+                return
             notify(f"{target.name}: the deploy failed: restoring the known-good files")
             outcome.restarted = restore(session, target)
             if outcome.restarted:
