@@ -353,7 +353,9 @@ def test_unknown_host_is_an_input_error():
 def test_exec_quoting():
     assert exec_quote("--port") == "--port"
     assert exec_quote("a b") == '"a b"'
-    assert exec_quote('{"k": "v"}') == '"{\\"k\\": \\"v\\"}"'
+    # A word with double quotes and no single quote goes in single quotes: no escapes needed.
+    assert exec_quote('{"k": "v"}') == "'{\"k\": \"v\"}'"
+    assert exec_quote("it's \"x\"") == '"it\'s \\"x\\""'
     assert exec_quote("50%") == "50%%" and exec_quote("$HOME") == '"$$HOME"'
     lines = exec_lines(("serve", "m", "--port", "1", "--x"))
     assert lines == "serve m \\\n    --port 1 \\\n    --x"

@@ -123,12 +123,17 @@ def _hub_tokens(planned: PlannedHost, secrets: dict[str, str]) -> dict[str, str]
 def parse_setting(text: str) -> tuple[str, Any]:
     """`gpufleet_x=value` with a YAML value (false, 600, [a, b]); refuses unknown knobs."""
     from gpufleet.deploys.settings import defaults
+    from gpufleet.settings import validate_settings
 
     key, sep, value = text.partition("=")
     if not sep or key not in defaults():
         raise InputError(f"--set {text!r}: not a gpufleet setting",
                          hint="KEY=VALUE with a key from group_data/all.py")
-    return key, yaml.safe_load(value)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise InputError(f"--set {key}: not a YAML value: {value!r}") from None
+    return key, validate_settings({key: parsed}, "--set")[key]
 
 
 # ---------------------------------------------------------------- results

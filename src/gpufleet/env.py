@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from rich.console import Console
+from rich.text import Text
 
 PIPE_WIDTH = 120  # rich assumes 80 columns when not on a terminal: too narrow for the plan
 
@@ -32,10 +33,12 @@ class Environment:
             self.out.width = self.err.width = self.width
 
     def error(self, message: str) -> None:
-        self.err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+        """Print an error; the message is plain text (never parsed as rich markup)."""
+        self.err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
 
     def warn(self, message: str) -> None:
-        self.err.print(f"[bold yellow]warning:[/] {message}", markup=True, highlight=False)
+        """Print a warning; the message is plain text (never parsed as rich markup)."""
+        self.err.print(Text.assemble(("warning:", "bold yellow"), " ", message), highlight=False)
 
     def write_json(self, text: str) -> None:
         self.stdout.write(text + "\n")

@@ -2,10 +2,20 @@
 
 Every value keeps its file:line:column so an error says exactly where to look. Unknown keys are
 errors: a typo such as `gpu_memory_utilisation` must not silently fall back to vLLM's default.
+
+Every value is hostile until the schema has typed it. Each one that reaches a host (a unit, an
+env file, a path, a command line) has a declared type (gpufleet.vocabulary) with the characters
+it allows: names are RFC 1123 labels, hosts RFC 1123 host names or IP literals, model ids and
+revisions follow the Hugging Face grammar, env keys and secret names are POSIX names, users and
+groups follow useradd, host paths are absolute and plain, numbers are strictly typed, finite and
+bounded (`port: true` is no port), settings are typed per knob (gpufleet.settings). Only a
+custom `command` and `extra_args` add behaviour to a unit, and a vLLM service's `extra_args` are
+parsed against vLLM's flags (gpufleet.vllm_flags).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -15,18 +25,59 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from gpufleet import vllm_flags
 from gpufleet.errors import InputError, InputErrors
 from gpufleet.gpus import GPU_MODELS
+from gpufleet.models import check_model_id, check_revision
+from gpufleet.settings import SETTINGS, message, unknown_setting_hint
+from gpufleet.vocabulary import (
+    ArgWord,
+    ControllerFile,
+    EnvValue,
+    HostName,
+    HostPath,
+    ImageRef,
+    IpLiteral,
+    Label,
+    LocalDir,
+    ModelId,
+    Port,
+    PosixName,
+    Quantization,
+    Revision,
+    RocmVersion,
+    UnixName,
+    UrlPath,
+    VllmVersion,
+    check_host_path,
+    check_posix_name,
+    shown,
+)
 from gpufleet.yamlsource import Located, Path_, load_file, load_text
 
-NAME_RE = r"^[a-z0-9][a-z0-9-]{0,62}$"  # becomes part of a systemd unit name
-ENV_RE = r"^[A-Z_][A-Z0-9_]*$"
+NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # an RFC 1123 label: part of a unit name
+ENV_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"  # a POSIX name
 SETTING_RE = r"^gpufleet_[a-z0-9_]+$"  # the prefixed knobs of group_data/all.py
+
+# Numbers: strictly typed (a YAML `true` is no count), finite and within sane bounds.
+Count = Annotated[StrictInt, Field(ge=1, le=10_000)]
+Parallel = Annotated[StrictInt, Field(ge=1, le=64)]
+GpuIndex = Annotated[StrictInt, Field(ge=0, le=63)]
+Tokens = Annotated[StrictInt, Field(ge=1, le=10**8)]
+Seqs = Annotated[StrictInt, Field(ge=1, le=10**6)]
+Bytes = Annotated[StrictInt, Field(ge=1, le=2**50)]
+GiB = Annotated[float, Strict(), Field(gt=0, le=4096, allow_inf_nan=False)]
+Fraction = Annotated[float, Strict(), Field(gt=0, le=1, allow_inf_nan=False)]
+Seconds = Annotated[float, Strict(), Field(gt=0, le=86_400, allow_inf_nan=False)]
 
 
 class Kind(StrEnum):
@@ -41,6 +92,13 @@ class Kind(StrEnum):
     def runs_vllm(self) -> bool:
         return self in (Kind.LLM, Kind.EMBED, Kind.RERANK, Kind.WHISPER)
 
+    @property
+    def api_key_env(self) -> str | None:
+        """The variable that makes the server require an API key (None: unknown, custom)."""
+        if self.runs_vllm:
+            return "VLLM_API_KEY"
+        return "DOCLING_SERVE_API_KEY" if self is Kind.DOCLING else None
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,10 +107,8 @@ class _Strict(BaseModel):
 class SecretSource(_Strict):
     """Where the controller reads a secret at deploy time; the value never enters the inventory."""
 
-    env: str | None = Field(
-        None, pattern=ENV_RE, description="environment variable on the controller"
-    )
-    file: str | None = Field(None, description="file on the controller holding the value")
+    env: PosixName | None = Field(None, description="environment variable on the controller")
+    file: ControllerFile | None = Field(None, description="file on the controller holding it")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretSource:
@@ -62,29 +118,34 @@ class SecretSource(_Strict):
 
 
 class RolloutPolicy(_Strict):
-    batch_size: int = Field(1, ge=1, description="hosts changed at a time")
-    health_timeout_s: float = Field(900, gt=0, description="how long a restarted service may take")
-    max_failed_hosts: int = Field(1, ge=1, description="halt the rollout after this many failures")
+    batch_size: Count = Field(1, description="hosts changed at a time")
+    health_timeout_s: Seconds = Field(900, description="how long a restarted service may take")
+    max_failed_hosts: Count = Field(1, description="halt the rollout after this many failures")
     health_check: Literal["health", "request"] = Field(
         "request", description="'health': /health only; 'request': /health and a real request"
     )
 
 
 class Fleet(_Strict):
-    name: str = Field(pattern=NAME_RE)
-    gpu: str = "mi300x"
-    rocm_version: str = "6.4.1"
-    vllm_version: str = "0.11.0"
+    name: Label
+    gpu: StrictStr = "mi300x"
+    rocm_version: RocmVersion = "6.4.1"
+    vllm_version: VllmVersion = "0.11.0"
     runtime: Literal["container", "venv"] = "container"
     container_engine: Literal["docker", "podman"] = "docker"
-    image: str | None = None
-    model_cache: str = "/var/lib/gpufleet/models"
-    ssh_key: str | None = Field(None, description="private key for every host (default: agent)")
-    ssh_known_hosts: str | None = Field(
+    image: ImageRef | None = None
+    model_cache: HostPath = "/var/lib/gpufleet/models"
+    bind: IpLiteral | None = Field(
+        None, description="address the services listen on (default: see PlannedService.bind)"
+    )
+    ssh_key: ControllerFile | None = Field(
+        None, description="private key for every host (default: agent)"
+    )
+    ssh_known_hosts: ControllerFile | None = Field(
         None, description="known_hosts file to check host keys against (default ~/.ssh/known_hosts)"
     )
-    secrets: dict[str, SecretSource] = Field(default_factory=dict)
-    settings: dict[Annotated[str, Field(pattern=SETTING_RE)], Any] = Field(
+    secrets: dict[PosixName, SecretSource] = Field(default_factory=dict)
+    settings: Annotated[dict[str, Any], SETTINGS] = Field(
         default_factory=dict, description="deploy knobs (group_data/all.py), e.g. mirror URLs"
     )
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)  # type: ignore[arg-type]
@@ -93,67 +154,60 @@ class Fleet(_Strict):
     @classmethod
     def _known_gpu(cls, v: str) -> str:
         if v.lower() not in GPU_MODELS:
-            raise ValueError(f"unknown GPU model {v!r}; known: {', '.join(GPU_MODELS)}")
+            raise ValueError(f"unknown GPU model {shown(v)}; known: {', '.join(GPU_MODELS)}")
         return v.lower()
 
 
-PositiveInt = Annotated[int, Field(ge=1)]
-
-
 class Service(_Strict):
-    name: str = Field(pattern=NAME_RE)
+    name: Label
     kind: Kind
-    model: str | None = None
-    revision: str | None = None
-    model_path: str | None = Field(None, description="local folder with config.json (planning)")
-    gpus: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
-    port: int = Field(ge=1, le=65535)
-    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
-    kv_cache_memory_bytes: int | None = Field(None, ge=1)
-    memory_gib: float | None = Field(None, gt=0)
-    max_model_len: PositiveInt | None = None
-    tensor_parallel_size: PositiveInt = 1
-    pipeline_parallel_size: PositiveInt = 1
+    model: ModelId | None = None
+    revision: Revision | None = None
+    model_path: LocalDir | None = Field(None, description="folder with config.json (planning)")
+    gpus: list[GpuIndex] = Field(min_length=1, max_length=64)
+    port: Port
+    bind: IpLiteral | None = Field(None, description="address it listens on (over host, fleet)")
+    gpu_memory_utilization: Fraction | None = None
+    kv_cache_memory_bytes: Bytes | None = None
+    memory_gib: GiB | None = None
+    max_model_len: Tokens | None = None
+    tensor_parallel_size: Parallel = 1
+    pipeline_parallel_size: Parallel = 1
     dtype: Literal["auto", "bfloat16", "float16", "half", "float32"] = "auto"
-    quantization: str | None = None
+    quantization: Quantization | None = None
     kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
-    max_num_seqs: PositiveInt | None = None
-    max_num_batched_tokens: PositiveInt | None = None
-    enforce_eager: bool = False
-    command: list[str] | None = Field(None, description="custom kind: the program and its args")
-    image: str | None = Field(None, description="container image (docling, custom)")
-    health_path: str = "/health"
-    extra_args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    secrets: dict[str, str] = Field(
+    max_num_seqs: Seqs | None = None
+    max_num_batched_tokens: Tokens | None = None
+    enforce_eager: StrictBool = False
+    command: list[ArgWord] | None = Field(
+        None, min_length=1, max_length=1024, description="custom kind: the program and its args"
+    )
+    image: ImageRef | None = Field(None, description="container image (docling, custom)")
+    health_path: UrlPath = "/health"
+    extra_args: list[ArgWord] = Field(default_factory=list, max_length=1024)
+    env: dict[PosixName, EnvValue] = Field(default_factory=dict)
+    secrets: dict[PosixName, PosixName] = Field(
         default_factory=dict, description="ENV_VAR: secret name from fleet.secrets"
     )
 
-    @field_validator("env", "secrets")
-    @classmethod
-    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
-        for key in v:
-            if not re.match(ENV_RE, key):
-                raise ValueError(f"{key!r} is not an environment variable name (A-Z, 0-9, _)")
-        return v
-
 
 class Host(_Strict):
-    address: str
-    ssh_user: str = "root"
-    ssh_port: int = Field(22, ge=1, le=65535)
-    gpu: str | None = None
-    gpu_count: int = Field(8, ge=1, le=64)
-    gpu_memory_gib: dict[int, float] = Field(
+    address: HostName
+    ssh_user: UnixName = "root"
+    ssh_port: Port = 22
+    gpu: StrictStr | None = None
+    gpu_count: Parallel = 8
+    gpu_memory_gib: dict[GpuIndex, GiB] = Field(
         default_factory=dict, description="per-GPU override of the total memory, in GiB"
     )
-    settings: dict[Annotated[str, Field(pattern=SETTING_RE)], Any] = Field(default_factory=dict)
+    bind: IpLiteral | None = Field(None, description="address its services listen on")
+    settings: Annotated[dict[str, Any], SETTINGS] = Field(default_factory=dict)
     services: list[Service] = Field(default_factory=list)
 
 
 class InventoryModel(_Strict):
     fleet: Fleet
-    hosts: dict[str, Host] = Field(min_length=1)
+    hosts: dict[HostName, Host] = Field(min_length=1)
 
 
 class Inventory:
@@ -169,8 +223,8 @@ class Inventory:
     def where(self, *path: str | int) -> str:
         return self.source.where(tuple(path))
 
-    def service_where(self, host: str, index: int, key: str | None = None) -> str:
-        path: Path_ = ("hosts", host, "services", index) + ((key,) if key else ())
+    def service_where(self, host: str, index: int, key: str | int | None = None) -> str:
+        path: Path_ = ("hosts", host, "services", index) + ((key,) if key is not None else ())
         return self.source.where(path)
 
 
@@ -207,21 +261,50 @@ def _build(source: Located) -> Inventory:
 def _explain(err: Any, source: Located) -> InputError:
     """Turn one pydantic error into a located, human message."""
     loc = tuple(err["loc"])
-    dotted = ".".join(str(p) for p in loc)
     kind = err["type"]
+    if loc and loc[-1] == "[key]":  # a bad mapping key (host name, env name, secret name)
+        loc = loc[:-1]
+        return InputError(
+            f"key {shown(loc[-1])} of {_describe(loc[:-1], source.data)}: "
+            f"{message({**err, 'loc': ()})}",
+            where=source.where((*loc, "<key>")),
+        )
     if kind == "extra_forbidden":
         where = source.where((*loc, "<key>"))
         parent = _describe(loc[:-1], source.data)
+        if loc[-2:-1] == ("settings",):
+            return InputError(f"unknown setting {shown(loc[-1])} in {parent}", where=where,
+                              hint=unknown_setting_hint(loc[-1]))  # fmt: skip
         return InputError(
-            f"unknown key {loc[-1]!r} in {parent}",
+            f"unknown key {shown(loc[-1])} in {parent}",
             where=where,
             hint=f"allowed keys: {', '.join(_allowed_keys(loc))}",
         )
     if kind == "missing":
-        return InputError(f"missing required key {dotted}", where=source.where(loc[:-1]))
-    value = err.get("input")
-    shown = f" (got {value!r})" if not isinstance(value, dict | list) else ""
-    return InputError(f"{dotted}: {err['msg']}{shown}", where=source.where(loc))
+        return InputError(f"missing required key {_dotted(loc)}", where=source.where(loc[:-1]))
+    text = message({**err, "loc": ()})
+    subject, rest = _subject(loc, source.data)
+    field = _dotted(rest)
+    if rest and not text.startswith(str(rest[0]).replace("_", " ")):
+        text = f"{field}: {text}"
+    return InputError(f"{subject}: {text}" if subject else text, where=source.where(loc))
+
+
+def _subject(loc: tuple[Any, ...], data: Any) -> tuple[str, tuple[Any, ...]]:
+    """Split a location into what an operator calls it ('service chat', 'host gpu-01') and the
+    key path inside it."""
+    for cut in range(len(loc), 3, -1):
+        if loc[cut - 2] == "services" and isinstance(loc[cut - 1], int):
+            return _describe(loc[:cut], data), loc[cut:]
+    if len(loc) >= 2 and loc[0] == "hosts":
+        return _describe(loc[:2], data), loc[2:]
+    return "", loc
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    """A location as dotted keys; a key with odd characters is shown as its repr()."""
+    return ".".join(str(p) if re.fullmatch(r"[A-Za-z0-9_.@:-]+", str(p)) else shown(p)
+                    for p in loc)  # fmt: skip
 
 
 def _describe(loc: tuple[Any, ...], data: Any) -> str:
@@ -230,12 +313,13 @@ def _describe(loc: tuple[Any, ...], data: Any) -> str:
         return "the top level"
     if len(loc) >= 4 and loc[-2] == "services" and isinstance(loc[-1], int):
         try:
-            return f"service {data['hosts'][loc[-3]]['services'][loc[-1]]['name']}"
+            name = data["hosts"][loc[-3]]["services"][loc[-1]]["name"]
         except (KeyError, IndexError, TypeError):
             return f"service #{loc[-1] + 1}"
+        return f"service {_dotted((name,))}"
     if len(loc) == 2 and loc[0] == "hosts":
-        return f"host {loc[1]}"
-    return ".".join(str(p) for p in loc)
+        return f"host {_dotted((loc[1],))}"
+    return _dotted(loc)
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
@@ -373,4 +457,51 @@ def _check_service(
                 "secrets",
                 f"defined: {', '.join(inv.fleet.secrets) or 'none'}",
             )
+    if svc.kind.runs_vllm:
+        for problem in vllm_flags.check(svc.extra_args):
+            problems.append(
+                InputError(
+                    f"host {host_name}, service {svc.name}: {problem.message}",
+                    where=inv.source.where(
+                        ("hosts", host_name, "services", i, "extra_args", problem.index)
+                    ),
+                    hint=problem.hint,
+                )
+            )
+    if svc.kind is Kind.CUSTOM:
+        if svc.bind is not None:
+            bad(
+                "bind does not apply to kind custom: its command decides where it listens",
+                "bind",
+                "remove bind and pass the address in `command`",
+            )
+        if svc.command and (not svc.command[0] or svc.command[0].startswith("-")):
+            bad(
+                f"command starts with {svc.command[0]!r}: the first word is the program",
+                "command",
+                "give the program's path first, then its arguments",
+            )
     return problems
+
+
+# ---------------------------------------------------------------- paths on hosts
+
+
+def marker_file(cache: str, model: str, revision: str | None) -> str:
+    """The completion marker of a model download in the model cache, built only from validated
+    names: a readable slug of the model id plus a short hash of id and revision, so neither
+    value can add a path component or traverse (`..`)."""
+    check_host_path(cache)
+    check_model_id(model)
+    if revision is not None:
+        check_revision(revision)
+    digest = hashlib.sha256(f"{model}\0{revision or 'main'}".encode()).hexdigest()[:16]
+    return f"{cache}/.gpufleet/{model.replace('/', '--')}-{digest}.complete"
+
+
+def token_file(state_dir: str, secret: str) -> str:
+    """The root-only file holding a hub token on a host: `<state_dir>/<secret>.token`, where the
+    secret name is a POSIX name (no '/', no '.')."""
+    check_host_path(state_dir)
+    check_posix_name(secret)
+    return f"{state_dir}/{secret}.token"

@@ -23,6 +23,7 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 
+from gpufleet.errors import InputError
 from gpufleet.models import ModelFacts, kv_dtype_bytes
 
 GIB = 1 << 30
@@ -58,16 +59,48 @@ V0_LONG_CONTEXT = 32768  # above it V0 turns chunked prefill on (facts §3.1, vl
 V0_CHUNKED_TOKENS = 2048  # ... and profiles its server default batch (vllm-13061: 0.19 GiB)
 SAMPLER_BYTES = 4  # fp32 logits
 
+# Sane bounds on an instance's numbers (far above any real one, low enough that the arithmetic
+# stays exact and instant): what `estimate` flags and estimate() accept.
+MAX_PARALLEL_SIZE = 1024  # tensor / pipeline parallel size
+MAX_MODEL_LEN = 1 << 31  # tokens
+MAX_NUM_SEQS = 1 << 20
+MAX_BATCHED_TOKENS = 1 << 31
+MAX_GPU_BYTES = 1 << 50  # 1 PiB: GPU total memory, kv_cache_memory_bytes
+MAX_BLOCK_SIZE = 1 << 16
+MAX_VERSION_CHARS = 64
+MAX_VERSION_DIGITS = 6  # per release component: 0.11.0, never 0.1000000.0
+_VERSION_CHARS = re.compile(r"[0-9][A-Za-z0-9.+_-]*")
+_VERSION_HINT = "give a vLLM release such as 0.11.0 (suffixes like .post1, +rocm, rc1 are fine)"
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 def parse_version(text: str) -> tuple[int, int, int]:
-    """'0.10.2' -> (0, 10, 2); tolerant of suffixes: '0.6.3.post1', '0.9.1+rocm', '0.28.1rc1'."""
+    """'0.10.2' -> (0, 10, 2); tolerant of suffixes: '0.6.3.post1', '0.9.1+rocm', '0.28.1rc1'.
+
+    An absurd version (too long, or a component of more than 6 digits) is an InputError."""
+    if not isinstance(text, str) or len(text) > MAX_VERSION_CHARS:
+        raise InputError(f"vLLM version {_shown(text)} is not a version", hint=_VERSION_HINT)
     parts: list[int] = []
     for piece in text.replace("+", ".").split(".")[:3]:
         digits = re.match(r"\d+", piece.strip())  # '1rc1' -> 1, not 11
+        if digits and len(digits.group(0)) > MAX_VERSION_DIGITS:
+            raise InputError(f"vLLM version {_shown(text)} is not a version", hint=_VERSION_HINT)
         parts.append(int(digits.group(0)) if digits else 0)
     while len(parts) < 3:
         parts.append(0)
     return parts[0], parts[1], parts[2]
+
+
+def check_vllm_version(text: str) -> str:
+    """A vLLM version as a user gives it (flag or inventory): digits first, short, parseable."""
+    if not isinstance(text, str) or not _VERSION_CHARS.fullmatch(text):
+        raise InputError(f"vLLM version {_shown(text)} is not a version", hint=_VERSION_HINT)
+    parse_version(text)
+    return text
 
 
 def _at_least(vllm_version: str, release: tuple[int, int, int]) -> bool:
@@ -332,8 +365,41 @@ def parallelism_error(spec: InstanceSpec) -> str | None:
 # ---------------------------------------------------------------- the estimate
 
 
+def _check_int(name: str, value: object, low: int, high: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise InputError(f"{name} {_shown(value)} is out of range", hint=f"use {low} to {high}")
+
+
+def check_spec(spec: InstanceSpec) -> None:
+    """Every number of an instance within sane bounds: NaN, infinity, 0 and absurd sizes are
+    InputErrors here, not a crash (or a hang) in the arithmetic below."""
+    util = spec.gpu_memory_utilization
+    if util is not None and (
+        not isinstance(util, (int, float)) or not math.isfinite(util) or not 0 < util <= 1
+    ):
+        raise InputError(
+            f"gpu_memory_utilization {_shown(util)} is out of range", hint="use a value in (0, 1]"
+        )
+    _check_int("GPU total memory (bytes)", spec.gpu_total_bytes, 1, MAX_GPU_BYTES)
+    _check_int("tensor_parallel_size", spec.tensor_parallel_size, 1, MAX_PARALLEL_SIZE)
+    _check_int("pipeline_parallel_size", spec.pipeline_parallel_size, 1, MAX_PARALLEL_SIZE)
+    _check_int("max_model_len", spec.max_model_len, 1, MAX_MODEL_LEN, optional=True)
+    _check_int("max_num_seqs", spec.max_num_seqs, 1, MAX_NUM_SEQS, optional=True)
+    _check_int("max_num_batched_tokens", spec.max_num_batched_tokens, 1, MAX_BATCHED_TOKENS,
+               optional=True)  # fmt: skip
+    _check_int("kv_cache_memory_bytes", spec.kv_cache_memory_bytes, 1, MAX_GPU_BYTES,
+               optional=True)  # fmt: skip
+    _check_int("block_size", spec.block_size, 1, MAX_BLOCK_SIZE)
+    _check_int("free memory at start (bytes)", spec.free_bytes_at_start, -MAX_GPU_BYTES * 64,
+               MAX_GPU_BYTES, optional=True)  # fmt: skip
+    parse_version(spec.vllm_version)
+
+
 def estimate(spec: InstanceSpec) -> Estimate:
     """Reproduce vLLM's startup for one instance: what it reports, whether it starts, what fits."""
+    check_spec(spec)
     budget = math.ceil(spec.gpu_total_bytes * spec.utilization)
     base = baseline_bytes(spec)
     free = (

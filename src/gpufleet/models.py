@@ -15,6 +15,8 @@ import difflib
 import json
 import math
 import os
+import re
+import stat
 import struct
 from dataclasses import dataclass
 from importlib import resources
@@ -45,6 +47,102 @@ _CAVEATS = {
     "kv_bytes_per_token is the uncompressed upper bound",
     "gemma4": "attention_k_eq_v full layers are counted with separate K and V (upper bound)",
 }
+
+# Sane upper bounds for config.json numbers: far above any real model, low enough that the
+# per-layer loops and the arithmetic stay instant (a num_hidden_layers of 10**12 would hang).
+MAX_LAYERS = 10_000
+MAX_HEADS = 100_000
+MAX_WIDTH = 1_000_000  # hidden sizes, head dims, low ranks
+MAX_FFN = 10_000_000  # intermediate / ffn sizes
+MAX_VOCAB = 10_000_000
+MAX_EXPERTS = 100_000
+MAX_POSITIONS = 1 << 31  # positions, sliding windows (tokens)
+MAX_CHECKPOINT_BYTES = 1 << 50  # 1 PiB of weights
+MAX_JSON_BYTES = 10 << 20  # a config.json is a few KiB, an index a few MiB
+MAX_SAFETENSORS_HEADER = 100 << 20  # the safetensors format's own limit
+_MAY_BE_ZERO = {
+    "index_n_heads", "index_head_dim", "max_window_layers", "first_k_dense_replace",
+    "n_shared_experts", "shared_expert_intermediate_size", "q_lora_rank", "type_vocab_size",
+    "sliding_window_pattern", "n_routed_experts", "num_experts", "num_local_experts",
+    "group_size",
+}  # fmt: skip
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- model ids and revisions
+
+MODEL_ID_PART_MAX = 96
+_ID_PART = re.compile(r"[A-Za-z0-9._-]+")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_REF_FORBIDDEN = set("~^:?*[\\")
+REVISION_MAX = 255
+
+
+def check_model_id(model_id: str) -> str:
+    """A Hugging Face model id (`org/name` or `name`), checked before it is used in a path.
+
+    Each part has 1-96 of [A-Za-z0-9._-], does not start or end with '-' or '.', and the id has
+    no '..' or '--' (the hub's own rules; '--' would also be ambiguous in the cache's
+    models--org--name folders). Raises ValueError saying what is wrong.
+    """
+    if not isinstance(model_id, str) or not model_id:
+        raise ValueError(f"model id {_shown(model_id)} must be a non-empty string like org/name")
+    if model_id.startswith(("/", ".", "~")) or ".." in model_id or "\\" in model_id:
+        raise ValueError(
+            f"model id {_shown(model_id)} looks like a file path, not a Hugging Face model id"
+        )
+    parts = model_id.split("/")
+    if len(parts) > 2:
+        raise ValueError(f"model id {_shown(model_id)} has more than one '/': use org/name")
+    for part in parts:
+        if not part or not _ID_PART.fullmatch(part):
+            raise ValueError(
+                f"model id {_shown(model_id)} is not org/name of letters, digits, '.', '_', '-'"
+            )
+        if len(part) > MODEL_ID_PART_MAX:
+            raise ValueError(
+                f"model id {_shown(model_id)}: each part has at most {MODEL_ID_PART_MAX} characters"
+            )
+        if part[0] in "-." or part[-1] in "-.":
+            raise ValueError(
+                f"model id {_shown(model_id)}: a part must not start or end with '-' or '.'"
+            )
+    if ".." in model_id or "--" in model_id:
+        raise ValueError(f"model id {_shown(model_id)} must not contain '..' or '--'")
+    return model_id
+
+
+def check_revision(revision: str) -> str:
+    """A model revision: a 40-hex commit, or a branch or tag name (git's ref-name rules: no
+    '..', no control characters, spaces or ~^:?*[\\, no leading '-', no empty or dot-led
+    '/'-separated parts, no '.lock' ending). Raises ValueError saying what is wrong."""
+    if not isinstance(revision, str) or not revision:
+        raise ValueError(f"revision {_shown(revision)} must be a non-empty string")
+    if _COMMIT.fullmatch(revision):
+        return revision
+    if len(revision) > REVISION_MAX:
+        raise ValueError(f"revision {_shown(revision)} is longer than {REVISION_MAX} characters")
+    bad = [ch for ch in revision if not 0x21 <= ord(ch) <= 0x7E or ch in _REF_FORBIDDEN]
+    if bad:
+        raise ValueError(
+            f"revision {_shown(revision)} contains {_shown(bad[0])}: use a commit hash (40 hex "
+            "digits) or a branch or tag name without spaces, control characters or ~^:?*[\\"
+        )
+    if ".." in revision or "@{" in revision or revision == "@" or revision.startswith("-"):
+        raise ValueError(
+            f"revision {_shown(revision)} must not contain '..' or '@{{', nor start with '-'"
+        )
+    parts = revision.split("/")
+    if any(not p or p.startswith(".") or p.endswith(".lock") for p in parts) or revision[-1] == ".":
+        raise ValueError(
+            f"revision {_shown(revision)}: '/'-separated parts must be non-empty, not start with "
+            "'.', not end with '.lock', and the name must not end with '.'"
+        )
+    return revision
 
 
 def kv_dtype_bytes(kv_cache_dtype: str | None, model_dtype_bytes: int) -> int:
@@ -238,12 +336,33 @@ def _check_parallel(tp: int, pp: int) -> None:
 # ---------------------------------------------------------------- reading a config
 
 
+def _limit(key: str) -> int:
+    """The largest sane value of a config.json integer, by what the key counts."""
+    if key.endswith("layers") or key in ("depth", "first_k_dense_replace"):
+        return MAX_LAYERS
+    if "intermediate" in key or "ffn" in key:
+        return MAX_FFN
+    if "heads" in key or key == "o_groups":
+        return MAX_HEADS
+    if "vocab" in key:
+        return MAX_VOCAB
+    if "experts" in key:
+        return MAX_EXPERTS
+    if "position" in key or key == "sliding_window":
+        return MAX_POSITIONS
+    return MAX_WIDTH
+
+
+_Int = int  # `int` is also a method name of _Config
+
+
 class _Config:
     """A config.json (text part merged up) with typed getters that fail with file and key."""
 
-    def __init__(self, raw: dict[str, Any], where: str):
+    def __init__(self, raw: dict[str, Any], where: str, prefix: str = ""):
         self.raw = raw
         self.where = where
+        self.prefix = prefix  # how a nested object's keys are named in errors
         self.text = _text_config(raw)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -251,16 +370,63 @@ class _Config:
         return default if value is None else value
 
     def int(self, key: str, default: int | None = None) -> int:
+        """A positive integer (0 too for the keys that may be 0) up to a sane bound."""
         value = self.get(key, default)
         if value is None:
             raise InputError(
-                f"missing key '{key}'",
+                f"missing key '{self.prefix}{key}'",
                 where=self.where,
                 hint="copy the model's full config.json from its Hugging Face repo",
             )
+        return self._checked(key, value)
+
+    def opt_int(self, key: str, default: _Int | None = None) -> _Int | None:
+        """Like int(), but None when the key is absent (or null) and there is no default."""
+        value = self.get(key, default)
+        return None if value is None else self._checked(key, value)
+
+    def _checked(self, key: str, value: Any) -> _Int:
+        name = f"{self.prefix}{key}"
         if not isinstance(value, int) or isinstance(value, bool):
-            raise InputError(f"key '{key}' must be an integer, not {value!r}", where=self.where)
+            raise InputError(
+                f"key '{name}' must be an integer, not {_shown(value)}",
+                where=self.where,
+                hint="copy the model's full config.json from its Hugging Face repo",
+            )
+        low, high = (0 if key in _MAY_BE_ZERO else 1), _limit(key)
+        if not low <= value <= high:
+            raise InputError(
+                f"key '{name}' is {_shown(value)}: it must be {low} to {high:,}",
+                where=self.where,
+                hint="check the value against the model's config.json on Hugging Face",
+            )
         return value
+
+    def opt_str(self, *keys: str) -> str | None:
+        """The first of `keys` that is set, as a string; None when none is."""
+        for key in keys:
+            value = self.get(key)
+            if value is not None:
+                if not isinstance(value, str):
+                    raise InputError(
+                        f"key '{self.prefix}{key}' must be a string, not {_shown(value)}",
+                        where=self.where,
+                    )
+                return value
+        return None
+
+    def layer_types(self, layers: _Int) -> list[Any] | None:
+        """`layer_types` (one entry per layer) cut to the layer count; None when absent."""
+        types = self.get("layer_types")
+        if types is None:
+            return None
+        if not isinstance(types, list) or len(types) < layers:
+            raise InputError(
+                f"key '{self.prefix}layer_types' must be a list with one entry per layer "
+                f"({layers}), not {_shown(types)}",
+                where=self.where,
+            )
+        return types[:layers]
 
     @property
     def model_type(self) -> str:
@@ -291,17 +457,24 @@ def _tied(c: _Config) -> bool:
 
 def _sliding_layers(c: _Config, layers: int) -> int:
     """How many layers attend through the sliding window."""
-    if c.get("sliding_window") is None or c.get("use_sliding_window") is False:
+    if _sliding_window(c) is None or c.get("use_sliding_window") is False:
         return 0
-    types = c.get("layer_types")
-    if isinstance(types, list):
+    types = c.layer_types(layers)
+    if types is not None:
         return sum(1 for t in types if t == "sliding_attention")
-    pattern = c.get("sliding_window_pattern", _SLIDING_PATTERN_DEFAULT.get(c.model_type))
+    pattern = c.opt_int("sliding_window_pattern", _SLIDING_PATTERN_DEFAULT.get(c.model_type))
     if pattern:  # every pattern-th layer is global
         return layers - layers // pattern
     if c.get("use_sliding_window") and c.get("max_window_layers") is not None:
         return max(0, layers - c.int("max_window_layers"))  # Qwen2: layers from there on
     return layers  # Mistral-7B-v0.1 style: one window on every layer
+
+
+def _sliding_window(c: _Config) -> int | None:
+    """The window in tokens; None when absent (false or 0 also mean no window)."""
+    if c.get("sliding_window") in (False, 0):
+        return None
+    return c.opt_int("sliding_window")
 
 
 # ---------------------------------------------------------------- counting parameters
@@ -316,8 +489,8 @@ def _gqa_attention(c: _Config, layer: int) -> tuple[int, int]:
     h, heads = c.int("hidden_size"), c.int("num_attention_heads")
     kv, hd = c.int("num_key_value_heads", heads), c.int("head_dim", h // heads)
     v_heads = kv
-    types = c.get("layer_types")
-    if c.get("global_head_dim") and isinstance(types, list) and types[layer] == "full_attention":
+    types = c.layer_types(c.int("num_hidden_layers")) if c.get("global_head_dim") else None
+    if types is not None and types[layer] == "full_attention":
         hd, kv = c.int("global_head_dim"), c.int("num_global_key_value_heads", kv)
         v_heads = 0 if c.get("attention_k_eq_v") else kv  # K doubles as V: no v_proj
     q, k, v = heads * hd, kv * hd, v_heads * hd
@@ -327,7 +500,7 @@ def _gqa_attention(c: _Config, layer: int) -> tuple[int, int]:
 
 def _mla_attention(c: _Config) -> tuple[int, int]:
     """(linear, small) params of one DeepSeek-V2/V3 multi-head latent attention layer."""
-    h, heads, q_lora = c.int("hidden_size"), c.int("num_attention_heads"), c.get("q_lora_rank")
+    h, heads, q_lora = c.int("hidden_size"), c.int("num_attention_heads"), c.opt_int("q_lora_rank")
     kv_lora, rope = c.int("kv_lora_rank"), c.int("qk_rope_head_dim")
     nope, v = c.int("qk_nope_head_dim"), c.int("v_head_dim")
     q = h * q_lora + q_lora * heads * (nope + rope) if q_lora else h * heads * (nope + rope)
@@ -350,14 +523,20 @@ def _v4_attention(c: _Config) -> tuple[int, int]:
 def _mlp(c: _Config, layer: int) -> tuple[int, int, int]:
     """(linear, experts, small) params of one decoder MLP, dense or mixture-of-experts."""
     h = c.int("hidden_size")
-    experts = c.get("n_routed_experts") or c.get("num_experts") or c.get("num_local_experts")
-    dense = c.get("intermediate_size")
-    moe_layer = experts and layer >= c.get("first_k_dense_replace", 0)
-    if not moe_layer or layer in c.get("mlp_only_layers", []):
+    experts = (
+        c.opt_int("n_routed_experts") or c.opt_int("num_experts") or c.opt_int("num_local_experts")
+    )
+    dense = c.opt_int("intermediate_size")
+    moe_layer = experts and layer >= c.int("first_k_dense_replace", 0)
+    only = c.get("mlp_only_layers", [])
+    if not isinstance(only, list):
+        raise InputError(f"key 'mlp_only_layers' must be a list, not {_shown(only)}",
+                         where=c.where)  # fmt: skip
+    if not experts or not moe_layer or layer in only:
         return _gated_mlp(h, c.int("intermediate_size")), 0, 0
     inter = c.int("moe_intermediate_size", dense)
-    shared = c.get("n_shared_experts", 0) * _gated_mlp(h, inter)
-    shared += _gated_mlp(h, c.get("shared_expert_intermediate_size", 0))
+    shared = c.int("n_shared_experts", 0) * _gated_mlp(h, inter)
+    shared += _gated_mlp(h, c.int("shared_expert_intermediate_size", 0))
     if c.get("enable_moe_block"):  # Gemma-4 runs a dense MLP beside the experts
         shared += _gated_mlp(h, c.int("intermediate_size"))
     return shared, experts * _gated_mlp(h, inter), h * experts  # router is replicated
@@ -368,12 +547,13 @@ def _vision_tower(c: _Config) -> tuple[int, int]:
     v = c.raw.get("vision_config")
     if not isinstance(v, dict):
         return 0, 0
-    layers = v.get("num_hidden_layers") or v.get("depth")
-    vh, vi = v.get("hidden_size"), v.get("intermediate_size")
+    vc = _Config(v, c.where, "vision_config.")
+    layers = vc.opt_int("num_hidden_layers") or vc.opt_int("depth")
+    vh, vi = vc.opt_int("hidden_size"), vc.opt_int("intermediate_size")
     if not (layers and vh and vi):
         return 0, 0
-    mlp = (3 if v.get("model_type") in ("pixtral", "qwen2_5_vl") else 2) * vh * vi
-    patch = v.get("num_channels", 3) * v.get("patch_size", 14) ** 2 * vh
+    mlp = (3 if vc.model_type in ("pixtral", "qwen2_5_vl") else 2) * vh * vi
+    patch = vc.int("num_channels", 3) * vc.int("patch_size", 14) ** 2 * vh
     return layers * (4 * vh * vh + mlp) + patch + vh * c.int("hidden_size"), layers * 4 * vh
 
 
@@ -411,7 +591,7 @@ def _plain_decoder_split(c: _Config) -> ParamSplit:
 def _encoder_split(c: _Config) -> ParamSplit:
     """BERT / XLM-RoBERTa: embeddings, encoder layers, pooler or classifier dense."""
     h, layers, inter = c.int("hidden_size"), c.int("num_hidden_layers"), c.int("intermediate_size")
-    types = c.get("type_vocab_size", 1 if "xlm" in c.model_type else 2)
+    types = c.int("type_vocab_size", 1 if "xlm" in c.model_type else 2)
     positions = (c.int("max_position_embeddings") + types) * h
     small = layers * (9 * h + inter) + positions + 3 * h
     linear = layers * (4 * h * h + 2 * h * inter) + h * h
@@ -441,9 +621,12 @@ def _param_split(c: _Config, family: str) -> ParamSplit:
 
 def _quant_bytes(qcfg: dict[str, Any], c: _Config) -> tuple[float, float] | None:
     """(linear, experts) bytes per parameter of a pre-quantized checkpoint; None if unknown."""
-    method = qcfg.get("quant_method")
+    q = _Config(qcfg, c.where, "quantization_config.")
+    method = q.opt_str("quant_method")
     if method in ("awq", "gptq", "awq_marlin", "gptq_marlin", "marlin"):
-        bits, group = qcfg.get("bits", 4), qcfg.get("group_size", 128)
+        bits, group = _bits(q, "bits", 4), q.get("group_size", 128)
+        if group != -1:  # -1: one scale per channel
+            group = q.int("group_size", 128)
         per = bits / 8 + ((2 + bits / 8) / group if group > 0 else 0)  # fp16 scale + zero/group
         return per, per
     if method == "fp8":
@@ -453,11 +636,26 @@ def _quant_bytes(qcfg: dict[str, Any], c: _Config) -> tuple[float, float] | None
         return 2, _FP4_WITH_SCALE
     if method == "compressed-tensors":
         groups = qcfg.get("config_groups") or {}
-        bits = next((g["weights"]["num_bits"] for g in groups.values() if "weights" in g), 8)
+        groups = list(groups.values()) if isinstance(groups, dict) else []
+        weights = [g["weights"] for g in groups if isinstance(g, dict) and "weights" in g]
+        if weights and not isinstance(weights[0], dict):
+            raise InputError("quantization_config.config_groups: 'weights' must be an object",
+                             where=c.where)  # fmt: skip
+        w = _Config(weights[0], c.where, "quantization_config.config_groups.*.weights.")
+        bits = _bits(w, "num_bits", 8) if weights else 8
         return bits / 8, bits / 8
-    if isinstance(qcfg.get("bits"), int):
-        return qcfg["bits"] / 8, qcfg["bits"] / 8
+    if qcfg.get("bits") is not None:
+        return _bits(q, "bits", 8) / 8, _bits(q, "bits", 8) / 8
     return None
+
+
+def _bits(q: _Config, key: str, default: int) -> int:
+    """A weight width in bits: 1 to 64."""
+    bits = q.int(key, default)
+    if bits > 64:
+        raise InputError(f"key '{q.prefix}{key}' is {bits}: a weight has 1 to 64 bits",
+                         where=q.where)  # fmt: skip
+    return bits
 
 
 # ---------------------------------------------------------------- building facts
@@ -470,13 +668,13 @@ def _attention_shape(c: _Config, family: str) -> dict[str, Any]:
         return {
             "num_layers": c.int("decoder_layers"), "num_attention_heads": heads,
             "num_kv_heads": heads, "head_dim": d // heads, "head_dim_v": d // heads,
-            "hidden_size": d, "max_position_embeddings": c.get("max_target_positions"),
+            "hidden_size": d, "max_position_embeddings": c.opt_int("max_target_positions"),
             "kv_caveat": _CAVEATS["whisper"],
         }  # fmt: skip
     h, heads = c.int("hidden_size"), c.int("num_attention_heads")
     shape = {
         "num_layers": c.int("num_hidden_layers"), "num_attention_heads": heads,
-        "hidden_size": h, "max_position_embeddings": c.get("max_position_embeddings"),
+        "hidden_size": h, "max_position_embeddings": c.opt_int("max_position_embeddings"),
     }  # fmt: skip
     if family == "mla":
         latent = c.int("kv_lora_rank") + c.int("qk_rope_head_dim")
@@ -509,22 +707,32 @@ def _facts_from_config(
     c = _Config(raw, where)
     family = _family(c)
     shape = _attention_shape(c, family)
+    if shape["head_dim"] < 1:  # derived as hidden size // heads
+        raise InputError(
+            f"the attention heads ({shape['num_attention_heads']}) outnumber the hidden size "
+            f"({shape['hidden_size']}): no head size is left",
+            where=where,
+            hint="check hidden_size, the head counts and head_dim in config.json",
+        )
     split = _param_split(c, family)
     qcfg = raw.get("quantization_config")
     qcfg = qcfg if isinstance(qcfg, dict) else {}
     v4 = family == "deepseek_v4"  # its window sits inside compressed attention (caveat)
-    archs = raw.get("architectures") or [c.model_type or "unknown"]
+    archs = raw.get("architectures")
+    arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
     return ModelFacts(
         model_id=model_id,
-        architecture=str(archs[0]),
+        architecture=arch or c.model_type or "unknown",
         vocab_size=c.int("vocab_size"),
-        torch_dtype=c.get("torch_dtype", c.get("dtype")),
+        torch_dtype=c.opt_str("torch_dtype", "dtype"),
         is_mla=family == "mla" or v4,
-        sliding_window=c.get("sliding_window"),
+        sliding_window=_sliding_window(c),
         num_sliding_layers=_sliding_layers(c, shape["num_layers"]) if not v4 else 0,
         param_count=split.total,
         checkpoint_bytes=checkpoint_bytes,
-        checkpoint_quantization=qcfg.get("quant_method"),
+        checkpoint_quantization=_Config(qcfg, where, "quantization_config.").opt_str(
+            "quant_method"
+        ),
         is_pooling=family == "encoder",
         sources=(*sources, "computed: param_count and KV bytes from the architecture"),
         tied_embeddings=_tied(c),
@@ -537,47 +745,161 @@ def _facts_from_config(
 # ---------------------------------------------------------------- model folders
 
 
-def _read_json(path: Path) -> Any:
+def _kind(path: Path) -> str | None:
+    """'dir', 'file' (regular), 'other' or None (absent), following symlinks; a path that
+    cannot be looked at is an InputError, not a traceback."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     except OSError as e:
-        raise InputError(f"cannot read file: {e.strerror}", where=str(path)) from e
+        raise InputError(f"cannot access: {e.strerror or e}", where=str(path)) from None
+    except ValueError as e:  # an embedded NUL byte
+        raise InputError(f"not a usable path: {e}", where=_shown(str(path))) from None
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "file" if stat.S_ISREG(mode) else "other"
+
+
+def _read_bytes(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file; a larger one is an InputError."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise InputError(f"cannot read file: {e.strerror or e}", where=str(path)) from None
+    if len(data) > limit:
+        raise InputError(
+            f"the file is larger than {limit >> 20} MiB",
+            where=str(path),
+            hint="a config.json is a few KiB: re-download it from the model's Hugging Face repo",
+        )
+    return data
+
+
+def _read_json(path: Path) -> Any:
+    data = _read_bytes(path, MAX_JSON_BYTES)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})",
+            where=str(path),
+            hint="re-download the file from the model's Hugging Face repo",
+        ) from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(
             f"invalid JSON: {e.msg}",
             where=f"{path}:{e.lineno}:{e.colno}",
             hint="re-download the file from the model's Hugging Face repo",
-        ) from e
+        ) from None
+    except (ValueError, RecursionError) as e:  # 5000-digit integers, 100000-deep nesting
+        raise InputError(
+            f"invalid JSON: {_shown(str(e), 100)}"
+            if isinstance(e, ValueError)
+            else "invalid JSON: nested too deeply",
+            where=str(path),
+            hint="re-download the file from the model's Hugging Face repo",
+        ) from None
+
+
+def _bad_checkpoint(path: Path, what: str) -> InputError:
+    return InputError(
+        what,
+        where=str(path),
+        hint="the weight size is read from this file: re-download it from the model's Hugging "
+        "Face repo, or remove it to size the weights from config.json",
+    )
 
 
 def _checkpoint_bytes(folder: Path) -> tuple[int | None, str | None]:
-    """Tensor bytes from model.safetensors.index.json, or a single model.safetensors header."""
+    """Tensor bytes from model.safetensors.index.json, or a single model.safetensors header.
+
+    A size that does not add up (negative, not a number, a header longer than the file) is an
+    InputError naming the file: never a negative or made-up weight size."""
     index = folder / "model.safetensors.index.json"
-    if index.is_file():
+    kind = _kind(index)
+    if kind == "file":
         metadata = _read_json(index)
-        total = metadata.get("metadata", {}).get("total_size") if isinstance(metadata, dict) else 0
-        return (total, str(index)) if isinstance(total, int) and total > 0 else (None, None)
+        if not isinstance(metadata, dict):
+            raise _bad_checkpoint(index, "the index must be a JSON object")
+        meta = metadata.get("metadata")
+        if meta is None:
+            return None, None
+        if not isinstance(meta, dict):
+            raise _bad_checkpoint(index, f"key 'metadata' must be an object, not {_shown(meta)}")
+        total = meta.get("total_size")
+        if total is None:
+            return None, None
+        if isinstance(total, bool) or not isinstance(total, int):
+            raise _bad_checkpoint(
+                index, f"key 'metadata.total_size' must be an integer (bytes), not {_shown(total)}"
+            )
+        if not 0 < total <= MAX_CHECKPOINT_BYTES:
+            raise _bad_checkpoint(
+                index, f"key 'metadata.total_size' is {total}: it must be 1 to "
+                f"{MAX_CHECKPOINT_BYTES:,} bytes",
+            )  # fmt: skip
+        return total, str(index)
+    if kind == "other":
+        raise _bad_checkpoint(index, "not a regular file")
     single = folder / "model.safetensors"
-    if single.is_file() and single.stat().st_size > 8:
+    kind = _kind(single)
+    if kind == "other":
+        raise _bad_checkpoint(single, "not a regular file")
+    if kind != "file":
+        return None, None
+    try:
+        size = single.stat().st_size
         with single.open("rb") as f:  # 8-byte little-endian header length, then JSON header
-            header = struct.unpack("<Q", f.read(8))[0]
-        return single.stat().st_size - 8 - header, str(single)
-    return None, None
+            head = f.read(9)
+    except OSError as e:
+        raise InputError(f"cannot read file: {e.strerror or e}", where=str(single)) from None
+    if len(head) < 9:
+        raise _bad_checkpoint(single, f"{size} bytes is too small for a safetensors file")
+    header = struct.unpack("<Q", head[:8])[0]
+    if head[8:9] != b"{" or header > min(size - 8, MAX_SAFETENSORS_HEADER):
+        raise _bad_checkpoint(
+            single, f"not a safetensors file: its header claims {header:,} bytes of the "
+            f"{size:,}-byte file (truncated or another format)",
+        )  # fmt: skip
+    tensors = size - 8 - header
+    if tensors <= 0:
+        raise _bad_checkpoint(single, "the safetensors file holds no tensor data")
+    if tensors > MAX_CHECKPOINT_BYTES:
+        raise _bad_checkpoint(single, f"{tensors:,} bytes of tensors is beyond any model")
+    return tensors, str(single)
 
 
 def load_model_dir(path: str | Path, model_id: str | None = None) -> ModelFacts:
     """Facts of a model folder holding config.json (and optionally safetensors files)."""
     folder = Path(path)
-    if not folder.is_dir():
+    kind = _kind(folder)
+    if kind is None:
         raise InputError(
             "model folder not found",
             where=str(folder),
             hint="point --config at a folder that holds the model's config.json",
         )
+    if kind != "dir":
+        raise InputError(
+            "not a folder",
+            where=str(folder),
+            hint="point --config at the folder that holds config.json, not at a file",
+        )
     config = folder / "config.json"
-    if not config.is_file():
+    kind = _kind(config)
+    if kind is None:
         raise InputError(
             "config.json not found in the model folder",
+            where=str(config),
+            hint="download config.json from the model's Hugging Face repo into this folder",
+        )
+    if kind != "file":
+        raise InputError(
+            "config.json is not a regular file",
             where=str(config),
             hint="download config.json from the model's Hugging Face repo into this folder",
         )
@@ -585,8 +907,8 @@ def load_model_dir(path: str | Path, model_id: str | None = None) -> ModelFacts:
     size, size_source = _checkpoint_bytes(folder)
     sources = (str(config),) + ((size_source,) if size_source else ())
     return _facts_from_config(
-        raw, model_id=model_id or folder.name, where=str(config), sources=sources,
-        checkpoint_bytes=size,
+        raw, model_id=model_id or folder.name or str(folder), where=str(config),
+        sources=sources, checkpoint_bytes=size,
     )  # fmt: skip
 
 
@@ -601,11 +923,25 @@ def _hf_snapshot(model_id: str, revision: str | None, hf_home: str | Path | None
         hub = Path(os.environ["HF_HUB_CACHE"])
     else:
         hub = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub"
+    # model_id and revision are checked (find_model): neither can leave the cache folder
     repo = hub / ("models--" + model_id.replace("/", "--"))
     ref = repo / "refs" / (revision or "main")
-    commit = ref.read_text().strip() if ref.is_file() else (revision or "")
+    if _kind(ref) == "file":
+        commit = _read_bytes(ref, 1024).decode("utf-8", "replace").strip()
+        try:
+            check_revision(commit)
+        except ValueError:
+            commit = ""
+        if "/" in commit or not commit:
+            raise InputError(
+                f"the Hugging Face cache ref does not name a commit: {_shown(commit)}",
+                where=str(ref),
+                hint="re-download the model, or delete the broken cache folder",
+            )
+    else:  # no such branch or tag in the cache: the revision may be the commit itself
+        commit = revision if revision and "/" not in revision else ""
     snapshot = repo / "snapshots" / commit
-    return snapshot if commit and (snapshot / "config.json").is_file() else None
+    return snapshot if commit and _kind(snapshot / "config.json") == "file" else None
 
 
 def _catalog_files() -> dict[str, Any]:
@@ -656,7 +992,25 @@ def _facts_from_catalog(model_id: str) -> ModelFacts:
 def find_model(
     model_id: str, revision: str | None = None, *, hf_home: str | Path | None = None
 ) -> ModelFacts:
-    """Facts for a model id: the local HF cache first, then the bundled catalog; no network."""
+    """Facts for a model id: the local HF cache first, then the bundled catalog; no network.
+
+    The id and revision are checked first (check_model_id, check_revision): they become parts
+    of a path into the cache and must never climb out of it."""
+    try:
+        check_model_id(model_id)
+    except ValueError as e:
+        raise InputError(
+            str(e),
+            hint="give a Hugging Face model id such as meta-llama/Llama-3.1-8B-Instruct; for a "
+            "local folder use --config DIR (or model_path: in the inventory)",
+        ) from None
+    if revision is not None:
+        try:
+            check_revision(revision)
+        except ValueError as e:
+            raise InputError(
+                str(e), hint="pin a commit hash (40 hex digits) or a branch or tag name"
+            ) from None
     snapshot = _hf_snapshot(model_id, revision, hf_home)
     if snapshot is not None:
         return load_model_dir(snapshot, model_id)

@@ -6,9 +6,12 @@ GPU indices, ports, start order and memory numbers decided here and never recomp
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpufleet import vllm_flags
 from gpufleet.errors import GpufleetError, InputError
 from gpufleet.gpus import GIB, gpu_model
 from gpufleet.inventory import Host, Inventory, Kind, Service
@@ -21,8 +24,12 @@ from gpufleet.memory import (
     with_free_memory,
 )
 from gpufleet.models import ModelFacts, find_model, load_model_dir
+from gpufleet.vocabulary import image_parts
 
 TIGHT_FREE_BYTES = 2 * GIB  # less free than this on a GPU leaves no room for driver growth
+LOOPBACK = "127.0.0.1"
+ANY_ADDRESS = "0.0.0.0"
+MOVING_TAGS = frozenset({"latest", "main", "master", "nightly"})  # tags that are re-pushed
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,20 @@ class PlannedService:
     estimate: Estimate | None  # vLLM kinds only
     vllm_args: tuple[str, ...]  # `vllm serve` arguments, vLLM kinds only
     model_len: int | None
+    bind: str = LOOPBACK  # the address it listens on (vLLM and docling `--host`); see bind_address
 
     @property
     def name(self) -> str:
         return self.service.name
+
+    @property
+    def probe_host(self) -> str:
+        """Where a check on the host itself reaches the service: loopback when it listens on
+        every address or on loopback, else the one address it listens on (URL form)."""
+        address = ipaddress.ip_address(self.bind)
+        if address.is_unspecified or address.is_loopback:
+            return "[::1]" if address.version == 6 else LOOPBACK
+        return f"[{self.bind}]" if address.version == 6 else self.bind
 
     @property
     def gpus(self) -> tuple[int, ...]:
@@ -77,6 +94,7 @@ class PlannedService:
             "revision": svc.revision,
             "gpus": list(svc.gpus),
             "port": svc.port,
+            "bind": self.bind,
             "start_index": self.start_index,
             "start_after": list(self.start_after),
             "footprint_gib": _gib(self.footprint_bytes),
@@ -216,16 +234,39 @@ def _plan_service(
     earlier: list[PlannedService],
 ) -> tuple[PlannedService, list[Finding]]:
     after = tuple(p.name for p in earlier if set(p.gpus) & set(svc.gpus))
+    bind = bind_address(inv, host, svc)
+    exposure = _exposure_findings(inv, host, svc, bind)
     if not svc.kind.runs_vllm:
         footprint = int((svc.memory_gib or 0) * GIB)
-        return PlannedService(host, svc, index, after, footprint, None, (), None), []
+        planned = PlannedService(host, svc, index, after, footprint, None, (), None, bind)
+        return planned, exposure
     facts = resolve_model(inv, host, index, svc)
     spec = instance_spec(inv, svc, facts, gpus)
     est = estimate(spec)
+    args = vllm_args(inv, svc, spec, bind)
     planned = PlannedService(
-        host, svc, index, after, est.used_bytes, est, vllm_args(inv, svc, spec), spec.model_len
+        host, svc, index, after, est.used_bytes, est, args, spec.model_len, bind
     )
-    return planned, _service_findings(inv, host, svc, spec, est)
+    return planned, _service_findings(inv, host, svc, spec, est) + exposure
+
+
+def bind_address(inv: Inventory, host: str, svc: Service) -> str:
+    """The address a service listens on: its own `bind`, else its host's, else the fleet's.
+
+    Unset everywhere, a service that requires an API key (VLLM_API_KEY, or
+    DOCLING_SERVE_API_KEY for docling, in its `secrets` or `env`) listens on every address, so the
+    fleet's load balancer reaches it; one without a key listens on loopback only: an
+    unauthenticated model server is never exposed unless the inventory says so (and then the
+    plan warns: exposed_without_api_key)."""
+    explicit = svc.bind or inv.hosts[host].bind or inv.fleet.bind
+    if explicit is not None:
+        return explicit
+    return ANY_ADDRESS if _has_api_key(svc) else LOOPBACK
+
+
+def _has_api_key(svc: Service) -> bool:
+    key = svc.kind.api_key_env
+    return key is not None and (key in svc.secrets or key in svc.env)
 
 
 def resolve_model(inv: Inventory, host: str, index: int, svc: Service) -> ModelFacts:
@@ -272,10 +313,14 @@ def instance_spec(
 # ---------------------------------------------------------------- the flags the plan decides
 
 
-def vllm_args(inv: Inventory, svc: Service, spec: InstanceSpec) -> tuple[str, ...]:
+def vllm_args(
+    inv: Inventory, svc: Service, spec: InstanceSpec, bind: str = LOOPBACK
+) -> tuple[str, ...]:
     """`vllm serve` arguments: always explicit utilization and max_model_len, because vLLM's
-    defaults depend on its version and on the device (and would claim 92 % of an MI300X)."""
-    args = ["serve", svc.model or "", "--host", "0.0.0.0", "--port", str(svc.port)]
+    defaults depend on its version and on the device (and would claim 92 % of an MI300X).
+    `extra_args` come last; the inventory's load has checked them (gpufleet.vllm_flags): known
+    flags only, none that the plan decides here."""
+    args = ["serve", svc.model or "", "--host", bind, "--port", str(svc.port)]
     args += ["--served-model-name", svc.model or svc.name]
     if svc.revision:
         args += ["--revision", svc.revision]
@@ -363,7 +408,52 @@ def _service_findings(
         )
     out += _parallel_findings(host, svc, spec)
     out += _rocm_findings(inv, host, svc)
+    if not (svc.revision and _COMMIT.fullmatch(svc.revision)):
+        pinned = f"revision {svc.revision!r} is a branch or tag" if svc.revision else "no revision"
+        add(
+            "warning",
+            "unpinned_revision",
+            f"{pinned}: the weights downloaded and served can change under the same inventory",
+            "set revision to the 40-hex commit hash of the model's files on the hub",
+        )
     return out
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def _exposure_findings(inv: Inventory, host: str, svc: Service, bind: str) -> list[Finding]:
+    """Network warnings: an unauthenticated service beyond loopback, a moving image tag."""
+    out: list[Finding] = []
+    gpu = svc.gpus[0] if len(svc.gpus) == 1 else None
+    key = svc.kind.api_key_env
+    if key is not None and not _has_api_key(svc) and not ipaddress.ip_address(bind).is_loopback:
+        out.append(Finding(
+            "warning", "exposed_without_api_key",
+            f"listens on {bind}:{svc.port} without an API key: anyone who reaches the host can "
+            "use it", host, gpu, svc.name,
+            f"add secrets: {{{key}: <fleet secret>}}, or bind: 127.0.0.1 when only the host "
+            "itself (or a proxy on it) serves clients",
+        ))  # fmt: skip
+    image = _image_of(inv, svc)
+    if image is not None:
+        tag, digest = image_parts(image)
+        if digest is None and (tag is None or tag in MOVING_TAGS):
+            shown = f"tag {tag!r}" if tag else "no tag (docker pulls 'latest')"
+            out.append(Finding(
+                "warning", "mutable_image_tag",
+                f"image {image} has {shown}: hosts can run different builds of the same "
+                "inventory", host, gpu, svc.name,
+                "pin a release tag, ideally with its digest: name:tag@sha256:...",
+            ))  # fmt: skip
+    return out
+
+
+def _image_of(inv: Inventory, svc: Service) -> str | None:
+    """The image a service runs in the container runtime (as render picks it)."""
+    if inv.fleet.runtime != "container":
+        return None
+    return svc.image or (inv.fleet.image if svc.kind is not Kind.DOCLING else None)
 
 
 # vLLM's ROCm attention backends served decoder-only models until the Triton backend gained
@@ -382,7 +472,8 @@ def _rocm_findings(inv: Inventory, host: str, svc: Service) -> list[Finding]:
             "on ROCm: its ROCm attention backends are decoder-only (vllm#28184)",
             host, gpu, svc.name, "use vLLM >= 0.14 (fleet.vllm_version)",
         )]
-    if svc.env.get("VLLM_ROCM_USE_AITER") == "1" and "--attention-backend" not in svc.extra_args:
+    backend = vllm_flags.value_of(svc.extra_args, "--attention-backend")
+    if svc.env.get("VLLM_ROCM_USE_AITER") == "1" and backend is None:
         return [Finding(
             "warning", "whisper_aiter",
             "with VLLM_ROCM_USE_AITER=1 vLLM picks ROCM_AITER_FA, which has no cross-attention",

@@ -4,19 +4,30 @@ A pure function of the plan (and, at deploy time, of the secret values handed in
 the templates, no network, no clock. Same inventory -> byte-identical files, so a deploy uploads
 and restarts only what really changed. Every flag, GPU index, port and start order comes from the
 plan; nothing here recomputes them.
+
+Nothing reaches a template as raw text: command lines, list settings, env lines and one-line
+values go through gpufleet.systemd's writers (the templates' filters), and every name, path and
+account is checked here again (defence in depth beside the inventory's schema), so a hostile
+inventory gives an InputError, never a unit that says more than the plan.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
+import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
+from gpufleet import systemd
 from gpufleet.errors import InputError
 from gpufleet.inventory import Fleet, Inventory, Kind
 from gpufleet.plan import Plan, PlannedHost, PlannedService, start_order_groups
@@ -33,8 +44,13 @@ ENGINES = {"docker": "/usr/bin/docker", "podman": "/usr/bin/podman"}
 RESERVED_ENV = ("HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
                 "HF_HOME", "HF_HUB_OFFLINE")
 
-_SAFE_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
-_PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./-]*")  # unquoted in unit text and the readiness URL
+SERVICE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # in unit and file names
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")  # RFC 1123: a folder name
+ACCOUNT = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # useradd's user and group names
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./-]*")  # a host path: unquoted in unit text
+_URL_PATH = re.compile(r"/[A-Za-z0-9_./~-]*")  # a health path: plain in a URL and in sh
+_PLAIN_URL = re.compile(r"http://[0-9A-Za-z.:\[\]-]+:[0-9]{1,5}/[A-Za-z0-9_./~-]*")
 
 
 @dataclass(frozen=True)
@@ -87,15 +103,19 @@ def render_host(
     """The host's units, env files, target and plan.json, sorted by path.
 
     `secrets` maps secret names (fleet.secrets) to values; None writes `<secret:NAME>` markers.
+    Raises InputError for any value that systemd or the env file could not carry as it is.
     """
     planned = _planned_host(plan, host)
     inv = plan.inventory
-    _check_fleet(inv)
-    files = [_target_file(inv.fleet, planned), _plan_file(plan, planned)]
-    for ps in planned.services:
-        _check_service(inv, planned.name, ps)
-        files.append(_unit_file(inv, planned.name, ps))
-        files.append(_env_file(inv.fleet, ps, secrets))
+    _check_fleet(inv, planned.name)
+    try:
+        files = [_target_file(inv.fleet, planned), _plan_file(plan, planned)]
+        for ps in planned.services:
+            _check_service(inv, planned.name, ps)
+            files.append(_unit_file(inv, planned.name, ps))
+            files.append(_env_file(inv, planned.name, ps, secrets))
+    except ValueError as exc:  # a writer refused what a check above should have caught
+        raise InputError(f"host {planned.name}: {exc}", where=str(inv.path)) from None
     return sorted(files, key=lambda f: f.path)
 
 
@@ -119,11 +139,70 @@ def launch(inv: Inventory, host: str, ps: PlannedService) -> Launch:
     elif svc.kind is Kind.DOCLING:
         venv = host_setting(inv, host, "gpufleet_docling_venv_dir")
         program = "docling-serve" if container else f"{venv}/bin/docling-serve"
-        args = ("run", "--host", "0.0.0.0", "--port", str(svc.port), *svc.extra_args)
+        args = ("run", "--host", ps.bind, "--port", str(svc.port), *svc.extra_args)
     else:
         command = svc.command or []
         program, args = command[0], (*command[1:], *svc.extra_args)
     return Launch(program, tuple(args), _image(inv, host, ps) if container else None)
+
+
+def exec_start(inv: Inventory, host: str, ps: PlannedService) -> list[list[str]]:
+    """The ExecStart= command line, one list of words per line of the unit (readability only):
+    the program itself (venv), or the container engine running it (container)."""
+    run, fleet, svc = launch(inv, host, ps), inv.fleet, ps.service
+    if run.image is None:
+        return [[run.program], *flag_lines(run.args)]
+    cache, gpus = fleet.model_cache, ",".join(str(g) for g in ps.gpus)
+    lines = [
+        [ENGINES[fleet.container_engine], "run", "--rm", "--name", _container(svc.name),
+         "--pull=never"],
+        ["--network=host", "--ipc=host"],
+        ["--device=/dev/kfd", "--device=/dev/dri", "--group-add=video"],
+        ["--cap-add=SYS_PTRACE", "--security-opt", "seccomp=unconfined"],
+        [f"--env-file={env_file_path(svc.name)}"],
+        ["-e", f"HIP_VISIBLE_DEVICES={gpus}"],
+        ["-v", f"{cache}:{cache}", "-e", f"HF_HOME={cache}"],
+    ]
+    if svc.kind.runs_vllm:
+        lines.append(["-e", "HF_HUB_OFFLINE=1"])
+    lines.append([f"--entrypoint={run.program}", run.image])
+    return lines + flag_lines(run.args)
+
+
+def exec_start_argv(inv: Inventory, host: str, ps: PlannedService) -> tuple[str, ...]:
+    """What systemd executes for ExecStart=: the words of `exec_start`, in order."""
+    return tuple(word for line in exec_start(inv, host, ps) for word in line)
+
+
+def flag_lines(args: Sequence[str]) -> list[list[str]]:
+    """Arguments grouped one `--flag value` per line, so a unit diff shows one flag."""
+    lines: list[list[str]] = [[]]
+    for arg in args:
+        if arg.startswith("-") and lines[-1]:
+            lines.append([])
+        lines[-1].append(arg)
+    return [line for line in lines if line]
+
+
+def health_url(ps: PlannedService) -> str:
+    """Where a check on the host reaches the service's health endpoint."""
+    return f"http://{ps.probe_host}:{ps.service.port}{ps.service.health_path}"
+
+
+def readiness_wait(url: str) -> list[str]:
+    """ExecStartPost=: poll the health URL until it answers 200; give up when the service's own
+    process ($MAINPID) is gone. The URL is built from checked parts: it sits in a shell script."""
+    if not _PLAIN_URL.fullmatch(url):
+        raise ValueError(f"the health URL {url!r} is not plain")
+    shell_url = f'"{url}"' if "[" in url else url  # an IPv6 literal: no glob for sh
+    script = (f'until [ "$(/usr/bin/curl -s -o /dev/null -w %{{http_code}} --max-time 5 '
+              f'{shell_url})"'
+              " = 200 ]; do kill -0 $MAINPID 2>/dev/null || exit 1; sleep 2; done")
+    return ["/bin/sh", "-c", script]
+
+
+def _container(service: str) -> str:
+    return f"gpufleet-{service}"
 
 
 def _image(inv: Inventory, host: str, ps: PlannedService) -> str:
@@ -138,37 +217,160 @@ def _image(inv: Inventory, host: str, ps: PlannedService) -> str:
                      where=_where(inv, host, svc.name), hint=hint)
 
 
+# ---------------------------------------------------------------- checks beyond the schema
+
+
 def _where(inv: Inventory, host: str, service: str, key: str | None = None) -> str:
     """file:line of a service (or one of its keys) in the inventory."""
     index = [s.name for s in inv.hosts[host].services].index(service)
     return inv.service_where(host, index, key)
 
 
-def _check_service(inv: Inventory, host: str, ps: PlannedService) -> None:
-    """What unit text needs beyond the schema: env keys it owns, one-line values, plain paths."""
-    svc = ps.service
+@contextmanager
+def _syntax(what: str, where: str, hint: str | None = None) -> Iterator[None]:
+    """A writer's refusal (ValueError) as an InputError about `what`, located at `where`."""
+    try:
+        yield
+    except ValueError as exc:
+        raise InputError(f"{what}: {exc}", where=where, hint=hint) from None
 
-    def bad(what: str, key: str, hint: str) -> InputError:
+
+def _check_service(inv: Inventory, host: str, ps: PlannedService) -> None:
+    """What unit text needs beyond the schema: plain names, words and values systemd reads back
+    as written, env keys it owns, a plain health path."""
+    svc, venv = ps.service, inv.fleet.runtime == "venv"
+
+    def bad(what: str, key: str | None, hint: str) -> InputError:
         return InputError(f"service {svc.name}: {what}", where=_where(inv, host, svc.name, key),
                           hint=hint)
 
+    def at(key: str) -> str:
+        return _where(inv, host, svc.name, key)
+
+    if not isinstance(svc.name, str) or not SERVICE_NAME.fullmatch(svc.name):
+        raise bad(f"name {svc.name!r} is not a plain name", "name",
+                  "lower-case letters, digits and dashes: it names the unit and the env file")
     clash = sorted(set(svc.env) & set(RESERVED_ENV)) + sorted(set(svc.env) & set(svc.secrets))
     if clash:
         raise bad(f"env sets {', '.join(clash)}, which the plan or `secrets:` already decide",
                   "env", "GPUs come from `gpus:`, the weights cache from fleet.model_cache; "
                   "remove the key")
-    if any("\n" in value for value in svc.env.values()):
-        raise bad("an env value spans several lines", "env", "an env file holds one line each")
-    if not _PLAIN_PATH.fullmatch(svc.health_path):
+    for key, value in (*svc.env.items(), *((k, "x") for k in svc.secrets)):
+        with _syntax(f"service {svc.name}: env {key}", at("env"),
+                     "an env file holds one line per variable, named A-Z, 0-9, _"):
+            systemd.env_file_line(key, value, literal=not venv)
+    if not isinstance(svc.health_path, str) or not _URL_PATH.fullmatch(svc.health_path):
         raise bad(f"health_path {svc.health_path!r} is not a plain URL path", "health_path",
-                  "use letters, digits and / . _ - only, starting with /")
+                  "use letters, digits and / . _ - ~ only, starting with /")
+    if not isinstance(svc.port, int) or isinstance(svc.port, bool) or not 0 < svc.port < 65536:
+        raise bad(f"port {svc.port!r} is not a TCP port", "port", "a number from 1 to 65535")
+    if svc.model is not None:
+        with _syntax(f"service {svc.name}: model", at("model"), "a Hugging Face id: org/name"):
+            systemd.directive_value(svc.model)
+    fields: dict[str, Sequence[str]] = {
+        "extra_args": svc.extra_args, "command": svc.command or [],
+        **{key: [value] for key in ("model", "revision", "quantization", "image")
+           if isinstance(value := getattr(svc, key), str)},
+    }
+    for key, words in fields.items():  # the writers' own rules, with the key in the message
+        with _syntax(f"service {svc.name}: {key}", at(key)):
+            systemd.word_list(words)
+    if svc.kind is Kind.CUSTOM and svc.command and venv:  # the unit's program (else an arg)
+        with _syntax(f"service {svc.name}: command", at("command"),
+                     "the first word is the program: an absolute path (or a plain name)"):
+            systemd.exec_command(svc.command[:1])
 
 
-def _check_fleet(inv: Inventory) -> None:
-    if not _PLAIN_PATH.fullmatch(inv.fleet.model_cache):
-        raise InputError(f"fleet.model_cache {inv.fleet.model_cache!r} is not a plain path",
-                         where=inv.where("fleet", "model_cache"),
-                         hint="use letters, digits and / . _ - only, starting with /")
+def _check_fleet(inv: Inventory, host: str) -> None:
+    fleet = inv.fleet
+    if not _host_name(host):
+        raise InputError(f"host name {host!r} is not an RFC 1123 host name or IP address",
+                         where=inv.where("hosts", host),
+                         hint="letters, digits, dashes and dots: it names the host's folder "
+                              "and appears in its units")
+    if not isinstance(fleet.name, str) or not SERVICE_NAME.fullmatch(fleet.name):
+        raise InputError(f"fleet.name {fleet.name!r} is not a plain name",
+                         where=inv.where("fleet", "name"),
+                         hint="lower-case letters, digits and dashes")
+    if not _host_path(fleet.model_cache):
+        raise InputError(f"fleet.model_cache {fleet.model_cache!r} is not a plain path",
+                         where=inv.where("fleet", "model_cache"), hint=_PATH_HINT)
+    start_timeout_s(fleet)
+
+
+def _host_name(name: object) -> bool:
+    """An RFC 1123 host name or a plain IP address (no zone: `%` is a systemd specifier)."""
+    if not isinstance(name, str) or "%" in name or "/" in name:
+        return False
+    if HOST_NAME.fullmatch(name):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+_PATH_HINT = "an absolute, normalised path of letters, digits and / . _ - only"
+
+
+def _host_path(value: object) -> bool:
+    """An absolute path that is plain (no blanks, quotes, `%`, `$`) and normalised (no `..`)."""
+    return (isinstance(value, str) and bool(_PLAIN_PATH.fullmatch(value))
+            and value == posixpath.normpath(value) and not value.startswith("//"))
+
+
+def _setting(inv: Inventory, host: str, key: str, ok: Any, what: str) -> Any:
+    """A deploy knob for the host, refused (naming the knob and where it is set) unless `ok`."""
+    value = host_setting(inv, host, key)
+    if ok(value):
+        return value
+    if key in inv.hosts[host].settings:
+        where = inv.where("hosts", host, "settings", key)
+    elif key in inv.fleet.settings:
+        where = inv.where("fleet", "settings", key)
+    else:
+        where = "group_data/all.py"
+    raise InputError(f"setting {key}: {value!r} is not {what}", where=where,
+                     hint=f"{key} goes into the units of host {host}")
+
+
+def _account(value: object) -> bool:
+    return isinstance(value, str) and bool(ACCOUNT.fullmatch(value))
+
+
+def _accounts(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(_account(v) for v in value)
+
+
+def _paths(value: object) -> bool:
+    return isinstance(value, list) and all(_host_path(v) for v in value)
+
+
+def service_user(inv: Inventory, host: str) -> str:
+    """User= (and Group=) of the venv units: never empty (that would run them as root)."""
+    return str(_setting(inv, host, "gpufleet_service_user", _account,
+                        "a user name (useradd: lower-case letters, digits, _ and -)"))
+
+
+def gpu_groups(inv: Inventory, host: str) -> list[str]:
+    """SupplementaryGroups= of the venv units: the groups that open /dev/kfd and /dev/dri."""
+    return list(_setting(inv, host, "gpufleet_gpu_groups", _accounts,
+                         "a non-empty list of group names"))
+
+
+def extra_write_paths(inv: Inventory, host: str) -> list[str]:
+    """Paths the sandboxed venv units may write besides the model cache (setting
+    gpufleet_unit_read_write_paths, fleet-wide or per host): the lab's emulated GPU state."""
+    return list(_setting(inv, host, "gpufleet_unit_read_write_paths", _paths,
+                         f"a list of paths ({_PATH_HINT})"))
+
+
+def _check_venv_dirs(inv: Inventory, host: str, ps: PlannedService) -> None:
+    kind = ps.service.kind
+    if kind.runs_vllm or kind is Kind.DOCLING:
+        key = "gpufleet_venv_dir" if kind.runs_vllm else "gpufleet_docling_venv_dir"
+        _setting(inv, host, key, _host_path, f"a plain path ({_PATH_HINT})")
 
 
 # ---------------------------------------------------------------- the files
@@ -176,52 +378,65 @@ def _check_fleet(inv: Inventory) -> None:
 
 def start_timeout_s(fleet: Fleet) -> int:
     """TimeoutStartSec= is the rollout's health gate: a start (load + readiness wait) that takes
-    longer has failed, systemd stops it, and the rollout rolls the host back."""
-    return int(fleet.rollout.health_timeout_s)
-
-
-def extra_write_paths(inv: Inventory, host: str) -> list[str]:
-    """Paths the sandboxed venv units may write besides the model cache (setting
-    gpufleet_unit_read_write_paths, fleet-wide or per host): the lab's emulated GPU state."""
-    key = "gpufleet_unit_read_write_paths"
-    paths = inv.hosts[host].settings.get(key, inv.fleet.settings.get(key, []))
-    for path in paths:
-        if not isinstance(path, str) or not _PLAIN_PATH.fullmatch(path):
-            raise InputError(f"{key}: {path!r} is not a plain absolute path",
-                             where=inv.where("fleet", "settings", key))
-    return list(paths)
+    longer has failed, systemd stops it, and the rollout rolls the host back. Rounded up: 0
+    would mean no timeout at all."""
+    seconds = fleet.rollout.health_timeout_s
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+            or not math.isfinite(seconds) or not 0 < seconds <= 10**9:
+        raise InputError(f"fleet.rollout.health_timeout_s {seconds!r} is not a number of seconds",
+                         where="fleet.rollout.health_timeout_s", hint="a positive number")
+    return math.ceil(seconds)
 
 
 def _unit_file(inv: Inventory, host: str, ps: PlannedService) -> RenderedFile:
-    fleet, svc = inv.fleet, ps.service
-    run = launch(inv, host, ps)
-    context = {
-        "fleet": fleet.name, "name": svc.name, "kind": svc.kind.value, "model": svc.model or "",
-        "unit": unit_name(svc.name), "target": TARGET,
-        "gpus": ",".join(str(g) for g in ps.gpus), "port": svc.port,
-        "health_url": f"http://127.0.0.1:{svc.port}{svc.health_path}",
-        "after": [unit_name(n) for n in ps.start_after],
-        "env_file": env_file_path(svc.name), "model_cache": fleet.model_cache,
-        "offline": svc.kind.runs_vllm, "program": run.program, "args": run.args,
-        "image": run.image, "engine": fleet.container_engine,
-        "engine_bin": ENGINES[fleet.container_engine],
-        "user": host_setting(inv, host, "gpufleet_service_user"),
-        "cache_dir": CACHE_DIR, "start_timeout_s": start_timeout_s(fleet),
-        "read_write_paths": " ".join([fleet.model_cache, *extra_write_paths(inv, host)]),
+    fleet, svc, venv = inv.fleet, ps.service, inv.fleet.runtime == "venv"
+    gpus = ",".join(str(g) for g in ps.gpus)
+    model = f" {svc.model}" if svc.model else ""
+    context: dict[str, Any] = {
+        "fleet": fleet.name, "target": TARGET, "after": [unit_name(n) for n in ps.start_after],
+        "description": f"gpufleet {svc.name}: {svc.kind.value}{model} on GPU {gpus}, "
+                       f"port {svc.port}",
+        "exec_start": exec_start(inv, host, ps),
+        "exec_start_post": [readiness_wait(health_url(ps))],
+        "start_timeout_s": start_timeout_s(fleet),
     }
+    if venv:
+        _check_venv_dirs(inv, host, ps)
+        context.update({
+            "user": service_user(inv, host), "groups": gpu_groups(inv, host),
+            "env_file": env_file_path(svc.name), "gpus": gpus, "model_cache": fleet.model_cache,
+            "offline": svc.kind.runs_vllm, "cache_dir": CACHE_DIR,
+            "read_write_paths": [fleet.model_cache, *extra_write_paths(inv, host)],
+        })
+    else:
+        engine, container = ENGINES[fleet.container_engine], _container(svc.name)
+        context.update({
+            "docker": fleet.container_engine == "docker",
+            "exec_start_pre": [[engine, "rm", "--force", container]],
+            "exec_stop": [[engine, "stop", "--time=60", container]],
+        })
     content = _template(f"{fleet.runtime}.service.j2").render(context)
     return RenderedFile(f"{UNIT_DIR}/{unit_name(svc.name)}", content)
 
 
-def _env_file(fleet: Fleet, ps: PlannedService, secrets: Mapping[str, str] | None) -> RenderedFile:
+def _env_file(
+    inv: Inventory, host: str, ps: PlannedService, secrets: Mapping[str, str] | None
+) -> RenderedFile:
     svc = ps.service
-    values = dict(svc.env)
-    for var, secret in svc.secrets.items():
-        values[var] = secret_marker(secret) if secrets is None else _secret(secrets, secret)
     # docker/podman read the file literally; systemd's EnvironmentFile= unquotes it.
-    quote = _env_file_quote if fleet.runtime == "venv" else (lambda v: v)
-    lines = [f"{key}={quote(value)}" for key, value in sorted(values.items())]
-    content = _template("service.env.j2").render(name=svc.name, lines=lines)
+    literal = inv.fleet.runtime != "venv"
+    lines: dict[str, _Quoted] = {}
+    for key, value in svc.env.items():
+        with _syntax(f"service {svc.name}: env {key}", _where(inv, host, svc.name, "env")):
+            lines[key] = _Quoted(systemd.env_file_line(key, value, literal=literal))
+    for key, secret in svc.secrets.items():
+        value = secret_marker(secret) if secrets is None else _secret(secrets, secret)
+        # The message names the variable and the problem, never the value.
+        with _syntax(f"secret {secret}", f"fleet.secrets.{secret}",
+                     "a secret value is one line of text without NUL bytes"):
+            lines[key] = _Quoted(systemd.env_file_line(key, value, literal=literal))
+    content = _template("service.env.j2").render(
+        name=svc.name, lines=[lines[key] for key in sorted(lines)])
     # 0600 always; `secret` only when the content depends on secret values (drift, diffs).
     return RenderedFile(env_file_path(svc.name), content, mode="0600", secret=bool(svc.secrets))
 
@@ -263,7 +478,7 @@ def _service_entry(ps: PlannedService) -> dict[str, object]:
     entry = ps.to_dict()
     entry.update({
         "unit": unit_name(ps.name), "env_file": env_file_path(ps.name),
-        "health_url": f"http://127.0.0.1:{ps.service.port}{ps.service.health_path}",
+        "health_url": health_url(ps),
         "hip_visible_devices": ",".join(str(g) for g in ps.gpus),
         "secret_env": sorted(ps.service.secrets),  # names only: values never leave the env file
     })
@@ -284,39 +499,49 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()), undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False,
+        finalize=_only_typed,
     )
-    env.filters["exec_quote"] = exec_quote
-    env.filters["exec_lines"] = exec_lines
+    for name, writer in (("exec_command", command_line), ("words", systemd.word_list),
+                         ("environment", systemd.environment_assignment),
+                         ("text", systemd.directive_value)):
+        env.filters[name] = _quoted(writer)
     return env
+
+
+class _Quoted(str):
+    """Text that a writer of gpufleet.systemd produced: the only text a template may print."""
+
+
+def _quoted(writer: Any) -> Any:
+    return lambda *args, **kwargs: _Quoted(writer(*args, **kwargs))
+
+
+def _only_typed(value: object) -> object:
+    """jinja's finalize: a template prints writer output and integers, never raw text."""
+    if isinstance(value, _Quoted | int):
+        return value
+    raise TypeError(f"a template printed {value!r} without a systemd filter")
 
 
 def _template(name: str) -> jinja2.Template:
     return _environment().get_template(name)
 
 
+def command_line(lines: Sequence[Sequence[str]]) -> str:
+    """The words of `lines` as one Exec*= command line, continued at each line start."""
+    words = [word for line in lines for word in line]
+    starts, count = set(), 0
+    for line in lines[:-1]:
+        count += len(line)
+        starts.add(count)
+    return systemd.exec_command(words, wrap=starts)
+
+
 def exec_quote(word: str) -> str:
-    """One argv word for an Exec*= line: `%` and `$` doubled (systemd expands both), quoted
-    when it holds anything but plain characters."""
-    escaped = word.replace("%", "%%").replace("$", "$$")
-    if _SAFE_WORD.fullmatch(word):
-        return escaped
-    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """One argument word of an Exec*= line (systemd.exec_command's quoting)."""
+    return systemd.exec_command(["true", word])[len("true "):]
 
 
 def exec_lines(args: tuple[str, ...]) -> str:
-    """Arguments quoted, one `--flag value` per continued line, so a unit diff shows one flag."""
-    lines: list[list[str]] = [[]]
-    for arg in args:
-        if arg.startswith("-") and lines[-1]:
-            lines.append([])
-        lines[-1].append(exec_quote(arg))
-    return " \\\n    ".join(" ".join(words) for words in lines)
-
-
-def _env_file_quote(value: str) -> str:
-    """A value as systemd's EnvironmentFile= reads it back unchanged (see systemd.exec(5))."""
-    if _SAFE_WORD.fullmatch(value):
-        return value
-    if "'" not in value:
-        return f"'{value}'"  # single quotes: every character verbatim
-    return '"' + re.sub(r'([\\"`$])', r"\\\1", value) + '"'
+    """Arguments quoted, one `--flag value` per continued line."""
+    return command_line([["true"], *flag_lines(args)])[len("true \\\n    "):]

@@ -1,4 +1,8 @@
-"""Rich views of the pure results. Only views (and cli) print."""
+"""Rich views of the pure results. Only views (and cli) print.
+
+Text that comes from the input (names, models, messages) is always passed as `Text`, never as a
+markup string: a value such as `[/x]` or `[red]` must print as written, not crash or restyle.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ def service_colors(host: PlannedHost) -> dict[str, str]:
 def host_table(host: PlannedHost) -> Table:
     colors = service_colors(host)
     table = Table(
-        title=f"{host.name}  ({len(host.gpus)} × {host.gpu_model})",
+        title=Text(f"{host.name}  ({len(host.gpus)} × {host.gpu_model})"),
         title_justify="left",
         expand=False,
         pad_edge=False,
@@ -95,7 +99,7 @@ def services_table(host: PlannedHost) -> Table:
         table.add_row(
             str(s.start_index + 1),
             Text(s.name + status, style=colors[s.name]),
-            s.service.kind.value,
+            Text(s.service.kind.value),
             ",".join(map(str, s.gpus)),
             str(s.service.port),
             f"{s.estimate.utilization:g}" if s.estimate else "—",
@@ -104,7 +108,7 @@ def services_table(host: PlannedHost) -> Table:
             gib(est.kv_cache_bytes) if est else "—",
             f"{est.kv_tokens:,}" if est else "—",
             f"{est.max_concurrency:.1f}×" if est else "—",
-            s.start_after[-1] if s.start_after else "—",
+            Text(s.start_after[-1]) if s.start_after else "—",
         )
     return table
 
@@ -140,7 +144,7 @@ def show_plan(plan: Plan, console: Console) -> None:
 
 
 def show_estimate(est: Estimate, console: Console, model: str) -> None:
-    table = Table(title=f"{model}", title_justify="left", box=None, pad_edge=False)
+    table = Table(title=Text(model), title_justify="left", box=None, pad_edge=False)
     table.add_column("per rank", style="bold")
     table.add_column("GiB", justify="right")
     rows = [
@@ -157,17 +161,21 @@ def show_estimate(est: Estimate, console: Console, model: str) -> None:
         table.add_row(label, f"{value / GIB:.2f}")
     console.print(table)
     console.print(
-        f"KV tokens {est.kv_tokens:,}  max concurrency {est.max_concurrency:.2f}× at "
-        f"max_model_len {est.max_model_len}"
+        Text(
+            f"KV tokens {est.kv_tokens:,}  max concurrency {est.max_concurrency:.2f}× at "
+            f"max_model_len {est.max_model_len}"
+        )
     )
     if est.starts:
         console.print(Text("starts", style="bold green"))
     else:
         console.print(Text(f"fails ({est.error_kind}): {est.error}", style="bold red"))
     if est.max_model_len_fit is not None:
-        console.print(f"largest max_model_len at this utilization: {est.max_model_len_fit}")
+        console.print(Text(f"largest max_model_len at this utilization: {est.max_model_len_fit}"))
     if est.min_util_for_max_model_len is not None:
         console.print(
-            f"smallest utilization for max_model_len {est.max_model_len}: "
-            f"{est.min_util_for_max_model_len:.2f}"
+            Text(
+                f"smallest utilization for max_model_len {est.max_model_len}: "
+                f"{est.min_util_for_max_model_len:.2f}"
+            )
         )

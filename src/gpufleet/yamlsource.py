@@ -1,16 +1,45 @@
-"""YAML loading that remembers where every key and value came from (file:line:column)."""
+"""YAML loading that remembers where every key and value came from (file:line:column).
+
+Hostile input is expected: whatever the bytes, loading either returns plain data or raises an
+InputError that names the file and, where it can, the line. Only UTF-8 text and the plain YAML
+core types (strings, numbers, booleans, null, lists, mappings) are accepted; tags that construct
+anything else are refused, and aliases are bounded in number, depth and expanded size, so an
+alias bomb or a recursive alias fails fast instead of eating the machine.
+"""
 
 from __future__ import annotations
 
+import codecs
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.reader import Reader
 
 from gpufleet.errors import InputError
 
 Path_ = tuple[str | int, ...]
+
+# Bounds that keep any input fast (the pure-Python parser takes ~50 µs a value) and small.
+MAX_FILE_BYTES = 512 << 10  # an inventory of a large fleet is a few tens of KiB
+MAX_NODES = 50_000  # values as written (a 100-host fleet has a few thousand)
+MAX_DEPTH = 32  # nesting of lists and mappings (an inventory needs about 7)
+MAX_ALIASES = 1_000  # alias references (*name) in one document
+MAX_VALUES = 100_000  # values after expanding aliases: bounds what an alias bomb can build
+MAX_INT = 2**63  # integers beyond this are no count, size or port of anything
+
+_CORE = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_CORE + t for t in ("null", "bool", "int", "float", "str")}
+_ALLOWED_TAGS = _SCALAR_TAGS | {_CORE + "seq", _CORE + "map"}
+_AS_TEXT = {_CORE + "timestamp", _CORE + "value"}  # implicit YAML 1.1 types kept as written
+_MERGE = _CORE + "merge"
+_TAG_HINT = (
+    "only plain YAML values are allowed (strings, numbers, booleans, null, lists, mappings): "
+    "remove the tag, or quote the value to make it a string"
+)
+_ENCODING_HINT = "save the file as UTF-8 (without NUL bytes or control characters)"
 
 
 @dataclass
@@ -29,66 +58,328 @@ class Located:
         return self.filename
 
 
-def _walk(node: yaml.Node, path: Path_, out: dict[Path_, tuple[int, int]], name: str) -> Any:
-    """Build plain Python data from the node tree, recording positions; duplicate keys are
-    errors because a second `port:` must not silently win."""
-    out[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
+def _at(name: str, mark: Any) -> str:
+    return f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _tag_name(tag: str) -> str:
+    return "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
+
+
+# ---------------------------------------------------------------- composing (text -> nodes)
+
+
+class _BoundedComposer(yaml.composer.Composer):
+    """PyYAML's composer, bounded: explicit tags outside the core schema, too many values or
+    aliases and too deep nesting stop composition at the offending line."""
+
+    filename = ""
+    aliases = nodes = depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[attr-defined]
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise InputError(
+                f"more than {MAX_NODES:,} values in one file",
+                where=_at(self.filename, event.start_mark),
+                hint="an inventory of a large fleet has a few thousand: is this an inventory?",
+            )
+        if isinstance(event, yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise InputError(
+                    f"more than {MAX_ALIASES} aliases (*name) in one document",
+                    where=_at(self.filename, event.start_mark),
+                    hint="write the values out instead of repeating aliases",
+                )
+        else:
+            tag = getattr(event, "tag", None)
+            if tag not in (None, "!") and tag not in _ALLOWED_TAGS:
+                raise InputError(f"YAML tag {_tag_name(tag)} is not allowed",
+                                 where=_at(self.filename, event.start_mark),
+                                 hint=_TAG_HINT)  # fmt: skip
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise InputError(
+                    f"lists and mappings nested more than {MAX_DEPTH} levels deep",
+                    where=_at(self.filename, event.start_mark),
+                    hint="an inventory needs only a few levels: check the brackets and indentation",
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+class _PyLoader(
+    yaml.reader.Reader,
+    yaml.scanner.Scanner,
+    yaml.parser.Parser,
+    _BoundedComposer,
+    yaml.constructor.SafeConstructor,
+    yaml.resolver.Resolver,
+):
+    """The pure-Python event source (used when PyYAML has no libyaml)."""
+
+    def __init__(self, stream: str, filename: str):
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+        self.filename = filename
+
+
+try:  # libyaml: scanning and parsing ~10x faster than pure Python
+    from yaml.cyaml import CParser as _CParser  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _CParser = None  # type: ignore[assignment,misc]
+USE_LIBYAML = _CParser is not None
+
+if _CParser is not None:
+
+    class _CLoader(  # libyaml's events, the bounded Python composer above (never libyaml's own
+        _BoundedComposer,  # composer: it recurses in C without a depth limit)
+        _CParser,
+        yaml.constructor.SafeConstructor,
+        yaml.resolver.Resolver,
+    ):
+        def __init__(self, stream: str, filename: str):
+            _CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self.filename = filename
+
+
+def _compose(text: str, filename: str) -> yaml.Node | None:
+    if USE_LIBYAML:
+        return _CLoader(text, filename).get_single_node()  # type: ignore[no-any-return]
+    loader = _PyLoader(text, filename)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+# ---------------------------------------------------------------- building (nodes -> data)
+
+
+class _Builder:
+    """Plain Python data from the node tree, recording positions. Duplicate keys are errors
+    because a second `port:` must not silently win; aliases are expanded with bounds."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.positions: dict[Path_, tuple[int, int]] = {}
+        self.values = 0
+        self.active: set[int] = set()  # collection nodes being built: an alias back is a cycle
+
+    def where(self, node: yaml.Node) -> str:
+        return _at(self.name, node.start_mark)
+
+    def walk(self, node: yaml.Node, path: Path_, depth: int = 0) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise InputError(
+                f"the document expands to more than {MAX_VALUES:,} values",
+                where=self.where(node),
+                hint="aliases (*name) repeat whole subtrees (an alias bomb?): write the values "
+                "out or use fewer aliases",
+            )
+        if depth > MAX_DEPTH:
+            raise InputError(
+                f"aliases nest lists and mappings more than {MAX_DEPTH} levels deep",
+                where=self.where(node),
+            )
+        self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node)
+        if id(node) in self.active:
+            raise InputError(
+                "recursive alias: a value contains itself",
+                where=self.where(node),
+                hint="an alias (*name) must not point at a list or mapping that contains it",
+            )
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                self.expect(node, _CORE + "map", "a mapping")
+                return self.mapping(node, path, depth)
+            self.expect(node, _CORE + "seq", "a list")
+            return [self.walk(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        finally:
+            self.active.discard(id(node))
+
+    def expect(self, node: yaml.Node, tag: str, what: str) -> None:
+        if node.tag != tag:
+            raise InputError(f"YAML tag {_tag_name(node.tag)} does not apply to {what}",
+                             where=self.where(node), hint=_TAG_HINT)  # fmt: skip
+
+    def mapping(self, node: yaml.MappingNode, path: Path_, depth: int) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _scalar(key_node, name)
+            key = self.key(key_node)
             if key in result:
-                line = key_node.start_mark.line + 1
                 raise InputError(
-                    f"duplicate key {key!r}",
-                    where=f"{name}:{line}:{key_node.start_mark.column + 1}",
+                    f"duplicate key {_shown(key)}",
+                    where=self.where(key_node),
                     hint="each key may appear once in a mapping; remove or merge the repeats",
                 )
-            result[key] = _walk(value_node, (*path, key), out, name)
-            out[(*path, key, "<key>")] = (
+            result[key] = self.walk(value_node, (*path, key), depth + 1)
+            self.positions[(*path, key, "<key>")] = (
                 key_node.start_mark.line + 1,
                 key_node.start_mark.column + 1,
             )
         return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_walk(item, (*path, i), out, name) for i, item in enumerate(node.value)]
-    return _scalar(node, name)
+
+    def key(self, node: yaml.Node) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise InputError("a mapping key must be a plain value", where=self.where(node))
+        if node.tag == _MERGE:
+            raise InputError(
+                "YAML merge keys (<<) are not supported",
+                where=self.where(node),
+                hint="write the keys out (an alias may still stand for a whole value)",
+            )
+        return self.scalar(node)
+
+    def scalar(self, node: yaml.ScalarNode) -> Any:
+        if node.tag in _AS_TEXT or node.tag == _MERGE:
+            return node.value  # a date or '=' stays the text it is; '<<' as a value too
+        if node.tag not in _SCALAR_TAGS:
+            raise InputError(f"YAML tag {_tag_name(node.tag)} does not apply to a plain value",
+                             where=self.where(node), hint=_TAG_HINT)  # fmt: skip
+        kind = _tag_name(node.tag)[2:]
+        if kind in ("int", "float") and len(node.value) > 100:  # before int() meets 4300 digits
+            raise InputError(f"the number {_shown(node.value)} is too large",
+                             where=self.where(node))  # fmt: skip
+        try:
+            value = _constructor.yaml_constructors[node.tag](_constructor, node)
+        except (ValueError, KeyError, IndexError, TypeError, yaml.YAMLError):
+            raise InputError(f"{_shown(node.value)} is not a valid {kind}",
+                             where=self.where(node)) from None  # fmt: skip
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(
+                f"{_shown(node.value)} is not a finite number",
+                where=self.where(node),
+                hint="NaN and infinity are never valid here: give a number",
+            )
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_INT:
+            raise InputError(f"the integer {_shown(node.value)} is too large",
+                             where=self.where(node))  # fmt: skip
+        return value
 
 
-def _scalar(node: yaml.Node, name: str) -> Any:
-    if not isinstance(node, yaml.ScalarNode):
-        line = node.start_mark.line + 1
-        raise InputError("a mapping key must be a plain value", where=f"{name}:{line}")
-    return _constructor.construct_object(node, deep=True)
+# Turns core scalar nodes into Python values; its per-node cache is never used (no leak).
+_constructor = yaml.SafeLoader("")
 
 
-_constructor = yaml.SafeLoader("")  # used only to turn scalar nodes into Python values
+# ---------------------------------------------------------------- text and bytes
+
+
+def _check_characters(text: str, filename: str) -> None:
+    """YAML allows only printable characters: name the first other one and where it is."""
+    if len(text) > MAX_FILE_BYTES:
+        raise InputError(f"the inventory is larger than {MAX_FILE_BYTES >> 10} KiB",
+                         where=filename, hint="an inventory is a few KiB of YAML")  # fmt: skip
+    bad = Reader.NON_PRINTABLE.search(text)
+    if bad is None:
+        return
+    pos = bad.start()
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    char = ord(text[pos])
+    what = "a NUL byte" if char == 0 else f"the control character U+{char:04X}"
+    if 0xD800 <= char <= 0xDFFF:
+        what = f"an unpaired surrogate U+{char:04X}"
+    utf16 = "; NUL bytes suggest UTF-16" if char == 0 else ""
+    raise InputError(f"{what} is not allowed in YAML", where=f"{filename}:{line}:{column}",
+                     hint=_ENCODING_HINT + utf16)  # fmt: skip
+
+
+def decode(data: bytes, filename: str) -> str:
+    """UTF-8 only (a UTF-8 byte-order mark is skipped); other encodings are named."""
+    for bom, name in (
+        (codecs.BOM_UTF32_LE, "UTF-32"),
+        (codecs.BOM_UTF32_BE, "UTF-32"),
+        (codecs.BOM_UTF16_LE, "UTF-16"),
+        (codecs.BOM_UTF16_BE, "UTF-16"),
+    ):
+        if data.startswith(bom):
+            raise InputError(f"the file is {name} encoded; only UTF-8 is read", where=filename,
+                             hint=_ENCODING_HINT)  # fmt: skip
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InputError(
+            f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            where=f"{filename}:{line}:{column}",
+            hint=_ENCODING_HINT,
+        ) from None
+    return text.removeprefix("\ufeff")
 
 
 def load_text(text: str, filename: str) -> Located:
-    """Parse YAML text; syntax errors become InputErrors pointing at the line."""
+    """Parse YAML text; every problem becomes an InputError pointing at the line."""
+    text = text.removeprefix("\ufeff")
+    _check_characters(text, filename)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = _compose(text, filename)
+        if root is None:
+            raise InputError("the file is empty", where=filename,
+                             hint="see the README for the format")  # fmt: skip
+        builder = _Builder(filename)
+        data = builder.walk(root, ())
+    except InputError:
+        raise
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
         raise InputError(
             f"not valid YAML: {exc.problem or exc}",
-            where=where,
+            where=_at(filename, exc.problem_mark),
             hint="check indentation and quoting near that line",
         ) from None
-    if root is None:
-        raise InputError("the file is empty", where=filename, hint="see the README for the format")
-    positions: dict[Path_, tuple[int, int]] = {}
-    return Located(_walk(root, (), positions, filename), filename, positions)
+    except yaml.YAMLError as exc:  # ReaderError and friends carry no problem_mark
+        raise InputError(f"not valid YAML: {exc}", where=filename) from None
+    except (RecursionError, MemoryError):
+        raise InputError(
+            "the YAML is nested too deeply or too large to load",
+            where=filename,
+            hint="an inventory is a few KiB of plain mappings and lists",
+        ) from None
+    except (UnicodeError, ValueError) as exc:
+        raise InputError(f"not valid YAML: {exc}", where=filename) from None
+    return Located(data, filename, builder.positions)
+
+
+def load_bytes(data: bytes, filename: str) -> Located:
+    """Parse the bytes of a YAML file (UTF-8)."""
+    if len(data) > MAX_FILE_BYTES:
+        raise InputError(f"the inventory is larger than {MAX_FILE_BYTES >> 10} KiB",
+                         where=filename, hint="an inventory is a few KiB of YAML")  # fmt: skip
+    return load_text(decode(data, filename), filename)
 
 
 def load_file(path: str | Path) -> Located:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        if p.is_dir():
+            raise InputError(f"{p} is a folder", hint="give the path of an inventory YAML file")
+        with p.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # bounded: /dev/zero or a huge file stop here
     except FileNotFoundError:
         raise InputError(f"no such file: {p}", hint="give the path of an inventory YAML") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {p}: {exc}") from None
-    return load_text(text, str(p))
+    except OSError as exc:
+        raise InputError(f"cannot read {p}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # an embedded NUL in the path
+        raise InputError(f"cannot read {_shown(str(p))}: {exc}") from None
+    return load_bytes(data, str(p))

@@ -200,17 +200,18 @@ def test_rolling_change_restarts_one_unit_host_by_host(lab: Lab, inv: Path) -> N
 def test_failed_change_is_rolled_back_on_the_first_host(lab: Lab, inv: Path) -> None:
     before = {h: units(lab, h) for h in hosts(lab)}
     good = inv.read_text()
-    edit(inv, lambda d: [service(d, h, "chat").update(extra_args=["--no-such-flag"])
+    # a flag vLLM has, with a value its parser refuses at startup (the plan cannot know)
+    edit(inv, lambda d: [service(d, h, "chat").update(extra_args=["--block-size", "7"])
                          for h in d["hosts"]])
     result = deploy(inv)
     inv.write_text(good)
     first, rest = hosts(lab)[0], hosts(lab)[1:]
     assert result.exit_status == 1
     out = result.stdout
-    assert first in out and "chat" in out and "unrecognized arguments: --no-such-flag" in out
+    assert first in out and "chat" in out and "argument --block-size: invalid choice" in out
     assert "rolled-back" in out and len(re.findall(r"│\s*skipped\s*│", out)) == len(rest)
     unit = sh(lab, first, "cat /etc/systemd/system/gpufleet-chat.service")
-    assert "--no-such-flag" not in unit and "--max-model-len 2048" in unit
+    assert "--block-size" not in unit and "--max-model-len 2048" in unit
     assert units(lab, first)["chat"]["ActiveState"] == "active"
     for host in rest:  # untouched
         assert units(lab, host)["chat"]["MainPID"] == before[host]["chat"]["MainPID"]

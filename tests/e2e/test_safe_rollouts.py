@@ -205,13 +205,14 @@ def test_disk_full_leaves_every_file_and_service_as_it_was(lab: Lab, inv: Path) 
 
 
 def test_controller_killed_mid_upload_leaves_old_or_new(lab: Lab, inv: Path) -> None:
-    """A 96 KiB env value over a link throttled to 64 kbit/s: the upload takes seconds, and the
-    controller is SIGKILLed once the temp file holds part of it. The destination keeps its old
-    bytes; the kernel releases the dead run's lock, so the next run converges at once."""
-    host, padding = hosts(lab)[0], 96 * 1024  # under execve's 128 KiB limit per variable
+    """A ~120 KB env file (4 variables of 30,000 bytes: env values are capped at 32 KiB) over a
+    link throttled to 64 kbit/s: the upload takes seconds, and the controller is SIGKILLed once
+    the temp file holds part of it. The destination keeps its old bytes; the kernel releases the
+    dead run's lock, so the next run converges at once."""
+    host, padding = hosts(lab)[0], 4 * 30_000
     old = sh(lab, host, "sha256sum /etc/gpufleet/embed.env").split()[0]
-    edit(inv, lambda d: [service(d, h, "embed")["env"].update(GPUFLEET_TEST_PADDING="x" * padding)
-                         for h in d["hosts"]])
+    pads = {f"GPUFLEET_TEST_PADDING_{i}": "x" * 30_000 for i in range(4)}
+    edit(inv, lambda d: [service(d, h, "embed")["env"].update(pads) for h in d["hosts"]])
     link, temp = f"{host}-h", "/etc/gpufleet/.embed.env.gpufleet-new"
     subprocess.run(["tc", "qdisc", "add", "dev", link, "root", "tbf", "rate", "64kbit",
                     "burst", "4kb", "latency", "10s"], check=True)
@@ -232,10 +233,9 @@ def test_controller_killed_mid_upload_leaves_old_or_new(lab: Lab, inv: Path) -> 
     assert 0 < int(sh(lab, host, f"stat -c %s {temp}").strip()) < padding  # the partial: aside
     status, report = deploy_json(inv)  # no stale lock: it runs, and converges
     assert status == 0, report
-    assert sh(lab, host, "grep -c '^GPUFLEET_TEST_PADDING=x' /etc/gpufleet/embed.env").strip() \
-        == "1"
-    edit(inv, lambda d: [service(d, h, "embed")["env"].pop("GPUFLEET_TEST_PADDING")
-                         for h in d["hosts"]])
+    assert sh(lab, host, "grep -c '^GPUFLEET_TEST_PADDING_' /etc/gpufleet/embed.env").strip() \
+        == "4"
+    edit(inv, lambda d: [service(d, h, "embed")["env"].pop(k) for h in d["hosts"] for k in pads])
     assert deploy(inv).exit_status == 0
 
 

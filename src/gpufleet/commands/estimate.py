@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.gpus import GIB, gpu_model
-from gpufleet.memory import DEFAULT_VLLM_VERSION, Estimate, InstanceSpec, estimate
+from gpufleet.memory import (
+    DEFAULT_VLLM_VERSION,
+    MAX_BATCHED_TOKENS,
+    MAX_GPU_BYTES,
+    MAX_MODEL_LEN,
+    MAX_NUM_SEQS,
+    MAX_PARALLEL_SIZE,
+    Estimate,
+    InstanceSpec,
+    check_vllm_version,
+    estimate,
+)
 from gpufleet.models import find_model, load_model_dir
 
 
@@ -45,15 +57,35 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     return p
 
 
+MIN_GPU_MEM_GIB = 0.001  # about 1 MiB: below it the byte count rounds to nothing
+MAX_GPU_MEM_GIB = MAX_GPU_BYTES / GIB
+INT_FLAGS = {  # flag attribute -> (low, high)
+    "tp": (1, MAX_PARALLEL_SIZE),
+    "pp": (1, MAX_PARALLEL_SIZE),
+    "max_model_len": (1, MAX_MODEL_LEN),
+    "max_num_seqs": (1, MAX_NUM_SEQS),
+    "max_num_batched_tokens": (1, MAX_BATCHED_TOKENS),
+    "kv_cache_memory_bytes": (1, MAX_GPU_BYTES),
+}
+
+
 def _check_ranges(args: argparse.Namespace) -> None:
-    if args.util is not None and not 0 < args.util <= 1:
+    """Every numeric flag in range (NaN and infinity are never): a clear error, exit 2."""
+    if args.util is not None and not (math.isfinite(args.util) and 0 < args.util <= 1):
         raise InputError(f"--util {args.util} is out of range", hint="use a value in (0, 1]")
-    for flag in ("tp", "pp", "max_model_len", "max_num_seqs", "max_num_batched_tokens"):
+    for flag, (low, high) in INT_FLAGS.items():
         value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise InputError(f"--{flag.replace('_', '-')} {value} must be at least 1")
-    if args.gpu_mem_gib is not None and args.gpu_mem_gib <= 0:
-        raise InputError(f"--gpu-mem-gib {args.gpu_mem_gib} must be positive")
+        if value is not None and not low <= value <= high:
+            raise InputError(
+                f"--{flag.replace('_', '-')} {value} is out of range", hint=f"use {low} to {high}"
+            )
+    gib = args.gpu_mem_gib
+    if gib is not None and not (math.isfinite(gib) and MIN_GPU_MEM_GIB <= gib <= MAX_GPU_MEM_GIB):
+        raise InputError(
+            f"--gpu-mem-gib {gib} is out of range",
+            hint=f"use a size in GiB from {MIN_GPU_MEM_GIB:g} to {MAX_GPU_MEM_GIB:.0f}",
+        )
+    check_vllm_version(args.vllm_version)
 
 
 def spec_from_args(args: argparse.Namespace) -> InstanceSpec:
@@ -61,7 +93,7 @@ def spec_from_args(args: argparse.Namespace) -> InstanceSpec:
     facts = load_model_dir(args.config) if args.config else find_model(args.model)
     total = (
         int(args.gpu_mem_gib * GIB)
-        if args.gpu_mem_gib
+        if args.gpu_mem_gib is not None
         else gpu_model(args.gpu or "mi300x").total_bytes
     )
     return InstanceSpec(

@@ -7,14 +7,13 @@ owner. Settings arrive as one resolved mapping (group_data defaults < fleet < ho
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpufleet.deploys.target import HostTarget, ModelPull
-from gpufleet.inventory import Kind
+from gpufleet.inventory import Kind, marker_file, token_file
 from gpufleet.render import TARGET, UNIT_DIR, unit_name
 
 Settings = Mapping[str, Any]
@@ -224,12 +223,11 @@ def weights(target: HostTarget, settings: Settings) -> StepWanted:
 
 
 def token_path(settings: Settings, secret: str) -> str:
-    return f"{settings['gpufleet_weights_state_dir']}/{secret}.token"
+    return token_file(settings["gpufleet_weights_state_dir"], secret)
 
 
 def marker_path(cache: str, pull: ModelPull) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]", "--", pull.model)
-    return f"{cache}/.gpufleet/{slug}@{pull.revision or 'main'}.complete"
+    return marker_file(cache, pull.model, pull.revision)
 
 
 def services(target: HostTarget) -> StepWanted:

@@ -16,6 +16,7 @@ from gpufleet.deploys import wanted
 from gpufleet.deploys.runtime import python_venv
 from gpufleet.deploys.settings import defaults, setting, settings_now
 from gpufleet.deploys.target import HostTarget, ModelPull
+from gpufleet.inventory import marker_file, token_file
 
 SCRIPT = wanted.FETCH_SCRIPT
 
@@ -45,11 +46,15 @@ def weights(target: HostTarget) -> None:
 
 
 def token_path(secret: str) -> str:
-    return wanted.token_path(settings_now(), secret)
+    """`<gpufleet_weights_state_dir>/<secret>.token`: the secret name is a POSIX name (no '/',
+    no '.'), checked again here (ValueError) so no raw value becomes a path on the host."""
+    return token_file(setting("gpufleet_weights_state_dir"), secret)
 
 
 def marker_path(cache: str, pull: ModelPull) -> str:
-    return wanted.marker_path(cache, pull)
+    """The download's completion marker: a slug of the validated model id plus a short hash of
+    id and revision (gpufleet.inventory.marker_file), never the raw revision."""
+    return marker_file(cache, pull.model, pull.revision)
 
 
 def _snapshot(target: HostTarget, pull: ModelPull, python: str, script: str) -> None:

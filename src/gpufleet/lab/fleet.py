@@ -73,6 +73,8 @@ def lab_inventory(lab: Lab, api_key_file: Path) -> dict[str, Any]:
             "vllm_version": LAB_VLLM_VERSION, "runtime": "venv",
             "ssh_key": str(lab.key), "ssh_known_hosts": str(lab.known_hosts),
             "secrets": {"api_key": {"file": str(api_key_file)}},
+            # The tests reach every service from the lab machine, the embedder without a key.
+            "bind": "0.0.0.0",
             "settings": settings(lab),
             "rollout": {"batch_size": 1, "health_timeout_s": 60, "max_failed_hosts": 1,
                         "health_check": "request"},
