@@ -31,3 +31,12 @@ def run_cli(*args: str) -> CliResult:
     out, err = io.StringIO(), io.StringIO()
     status = main(list(args), Environment(stdout=out, stderr=err, width=200))
     return CliResult(status, out.getvalue(), err.getvalue())
+
+
+def fuzz_examples(n: int) -> int:
+    """Examples per property test: n in CI (derandomized, fixed), n × GPUFLEET_FUZZ_SCALE for a
+    release run (`GPUFLEET_FUZZ_SCALE=50 .venv/bin/python -m pytest -q -m "not e2e" tests`)."""
+    return n * max(1, int(os.environ.get("GPUFLEET_FUZZ_SCALE", "1")))
+
+
+FUZZ_FIXED = os.environ.get("GPUFLEET_FUZZ_SCALE", "1") == "1"  # release runs draw new inputs

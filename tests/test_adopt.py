@@ -108,3 +108,13 @@ def test_start_order_keeps_after_relations():
     # a service that waits for another comes after it, whatever its GPU or port
     names = [s["name"] for s in start_order(svc, {"chat": {"embed"}})]
     assert names.index("embed") < names.index("chat")
+
+
+def test_import_refuses_a_hostile_address_without_a_traceback():
+    from support import run_cli
+
+    for args in (["bad$host"], ["h1", "--address", "x\nProxyCommand=evil"],
+                 ["h1", "--user", "root\n"]):
+        result = run_cli("import", *args)
+        assert result.exit_status == 2, result
+        assert "Traceback" not in result.stderr and "import" in result.stderr

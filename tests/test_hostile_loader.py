@@ -10,7 +10,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import run_cli
+from support import FUZZ_FIXED, fuzz_examples, run_cli
 
 from gpufleet import inventory, yamlsource
 from gpufleet.errors import InputError
@@ -363,14 +363,14 @@ def _loads_or_input_error(text: str) -> None:
     assert time.monotonic() - start < 5
 
 
-@settings(derandomize=True, max_examples=300, deadline=None,
+@settings(derandomize=FUZZ_FIXED, max_examples=fuzz_examples(300), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 @given(st.one_of(YAMLISH, st.text(max_size=300)))
 def test_fuzz_text_gives_only_input_errors(text):
     _loads_or_input_error(text)
 
 
-@settings(derandomize=True, max_examples=300, deadline=None,
+@settings(derandomize=FUZZ_FIXED, max_examples=fuzz_examples(300), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 @given(st.binary(max_size=300))
 def test_fuzz_bytes_gives_only_input_errors(data):
@@ -392,7 +392,7 @@ KEYS = ["name", "port", "gpus", "gpu_memory_utilization", "max_model_len", "mode
         "tensor_parallel_size", "kind", "memory_gib", "env", "gpu_count"]  # fmt: skip
 
 
-@settings(derandomize=True, max_examples=300, deadline=None,
+@settings(derandomize=FUZZ_FIXED, max_examples=fuzz_examples(300), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 @given(st.sampled_from(KEYS), st.one_of(SCALARS, st.lists(SCALARS, max_size=3)))
 def test_fuzz_values_in_a_valid_inventory(key, value):

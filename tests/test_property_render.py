@@ -24,7 +24,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
-from support import INVENTORIES
+from support import FUZZ_FIXED, INVENTORIES, fuzz_examples
 from test_render_hostile import FIXTURES, check_units_mean_the_plan, dump, parsed_unit
 
 from gpufleet import inventory
@@ -226,7 +226,7 @@ def check_against_clean_twin(source: str, mutation: Mutation, data: Data, value:
                     assert len(got[(section, key)]) == len(values)
 
 
-@settings(derandomize=True, max_examples=300, deadline=None,
+@settings(derandomize=FUZZ_FIXED, max_examples=fuzz_examples(300), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(sorted(SOURCES)), st.sampled_from(MUTATIONS), st.data())
 def test_one_hostile_field_is_refused_or_changes_only_what_it_feeds(
@@ -242,7 +242,7 @@ FREE_TEXT = [m for m in MUTATIONS
              if m.label in ("command", "extra_args (custom)", "extra_args (docling)", "env value")]
 
 
-@settings(derandomize=True, max_examples=200, deadline=None,
+@settings(derandomize=FUZZ_FIXED, max_examples=fuzz_examples(200), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(sorted(SOURCES)), st.sampled_from(FREE_TEXT), st.data())
 def test_free_text_that_the_schema_accepts_reaches_the_program_exactly(

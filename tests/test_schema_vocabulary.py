@@ -11,6 +11,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import FUZZ_FIXED, fuzz_examples
 
 from gpufleet import inventory
 from gpufleet.errors import InputError
@@ -475,7 +476,7 @@ def _svc(data: dict[str, Any], index: int = 0) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("field", sorted(FIELDS))
-@settings(derandomize=True, max_examples=200, deadline=None)
+@settings(derandomize=FUZZ_FIXED, max_examples=fuzz_examples(200), deadline=None)
 @given(value=hostile_text)
 def test_hostile_strings_are_refused_or_fit_the_field(field, value):
     put, allowed = FIELDS[field]

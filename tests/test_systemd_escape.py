@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import FUZZ_FIXED, fuzz_examples
 
 from gpufleet.systemd import (
     EXEC_PREFIXES,
@@ -51,7 +52,7 @@ PROGRAM = st.one_of(
                      and "/" not in c),
 )
 ENV_NAME = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,15}", fullmatch=True)
-HYPOTHESIS = settings(derandomize=True, max_examples=300, deadline=None)
+HYPOTHESIS = settings(derandomize=FUZZ_FIXED, max_examples=fuzz_examples(300), deadline=None)
 
 
 def exec_words(value: str) -> tuple[str, ...]:
@@ -270,7 +271,7 @@ CROSS_CHECK = [
 
 @pytest.mark.skipif(not SYSTEMD.exists(), reason="needs systemd")
 def test_systemd_reads_command_lines_and_environment_as_the_reader(request):
-    @settings(derandomize=True, max_examples=60, deadline=None)
+    @settings(derandomize=FUZZ_FIXED, max_examples=fuzz_examples(60), deadline=None)
     @given(PROGRAM.filter(lambda p: p.startswith("/") and p.strip() == p),
            st.lists(HOSTILE_TEXT, max_size=5))
     def collect(program: str, args: list[str]) -> None:
@@ -317,7 +318,7 @@ def test_systemd_reads_command_lines_and_environment_as_the_reader(request):
 @pytest.mark.skipif(not ENV_GENERATOR.exists(), reason="needs systemd's environment.d generator")
 def test_systemd_reads_env_files_as_the_reader(tmp_path: Path):
     """environment.d files use EnvironmentFile='s parser (then expand $VAR: cases avoid `$`)."""
-    @settings(derandomize=True, max_examples=80, deadline=None)
+    @settings(derandomize=FUZZ_FIXED, max_examples=fuzz_examples(80), deadline=None)
     @given(HOSTILE_TEXT.filter(lambda v: "$" not in v))
     def collect(value: str) -> None:
         VALUES.append(value)

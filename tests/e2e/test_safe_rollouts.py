@@ -62,6 +62,15 @@ def cli(*args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def await_lock(lab: Lab, run: subprocess.Popen[str]) -> None:
+    """Until `run` holds the first host's lock (it took the inventory's lock before)."""
+    deadline = time.monotonic() + 60
+    while f'"pid": {run.pid}' not in sh(lab, hosts(lab)[0], "cat /run/gpufleet/deploy.lock"):
+        assert run.poll() is None, run.communicate()
+        assert time.monotonic() < deadline, "the first run never took the host lock"
+        time.sleep(0.1)
+
+
 def deploy_json(path: Path, *args: str) -> tuple[int, dict[str, Any]]:
     result = deploy(path, "--json", *args)
     return result.exit_status, json.loads(result.stdout)
@@ -124,7 +133,7 @@ def test_survey_sees_a_hand_edit(lab: Lab, inv: Path) -> None:
 def test_two_deploys_at_once_one_runs_the_other_refuses(lab: Lab, inv: Path) -> None:
     edit(inv, lambda d: [service(d, h, "tiny").update(max_model_len=1536) for h in d["hosts"]])
     first = cli("deploy", str(inv), "--json")
-    time.sleep(0.3)
+    await_lock(lab, first)
     started = time.monotonic()
     second = cli("deploy", str(inv), "--json")
     out2, err2 = second.communicate(timeout=60)
@@ -148,10 +157,7 @@ def test_a_second_controller_is_refused_by_the_host_lock(lab: Lab, inv: Path,
     edit(inv, lambda d: [service(d, h, "tiny").update(max_model_len=2048) for h in d["hosts"]])
     other.write_text(inv.read_text())
     first = cli("deploy", str(inv), "--json")
-    deadline = time.monotonic() + 30
-    while f'"pid": {first.pid}' not in sh(lab, hosts(lab)[0], "cat /run/gpufleet/deploy.lock"):
-        assert time.monotonic() < deadline, "the first run never took the host lock"
-        time.sleep(0.1)
+    await_lock(lab, first)
     second = cli("deploy", str(other), "--json")
     out2, err2 = second.communicate(timeout=60)
     out1, err1 = first.communicate(timeout=600)
@@ -165,7 +171,7 @@ def test_a_second_controller_is_refused_by_the_host_lock(lab: Lab, inv: Path,
 def test_wait_runs_after_the_holder_and_finds_nothing_to_do(lab: Lab, inv: Path) -> None:
     edit(inv, lambda d: [service(d, h, "tiny").update(max_model_len=1536) for h in d["hosts"]])
     first = cli("deploy", str(inv), "--json")
-    time.sleep(0.3)
+    await_lock(lab, first)
     second = cli("deploy", str(inv), "--json", "--wait", "300")
     out1, err1 = first.communicate(timeout=600)
     out2, err2 = second.communicate(timeout=600)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from gpufleet import inventory
 from gpufleet.adopt import (
@@ -53,7 +54,15 @@ def _target(args: argparse.Namespace) -> tuple[SshTarget, Fleet, Host]:
             )
         host, fleet = inv.hosts[args.host], inv.fleet
     else:
-        host = Host(address=args.address or args.host, ssh_user=args.user, ssh_port=args.port)
+        try:
+            host = Host(address=args.address or args.host, ssh_user=args.user,
+                        ssh_port=args.port)
+        except ValidationError as exc:  # a hostile --address/--user/--port: the tool's error
+            reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                for e in exc.errors())
+            raise InputError(f"import {args.host!r}: {reasons}",
+                             hint="--address: a host name or IP address; --user: a user "
+                             "name; --port: 1-65535") from None
         fleet = Fleet(name="imported")
     target = SshTarget.of(args.host, host, fleet, args.ssh_key, args.known_hosts)
     return target, fleet, host
