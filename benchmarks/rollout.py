@@ -6,7 +6,8 @@ Boots a lab of its own (prefix gb, 10.231.90.0/24; real systemd + sshd hosts, em
 the vllm-test-double standing in for vLLM), provisions the lab fleet with `gpufleet deploy`,
 then alternates, `--runs` times:
 
-  gpufleet no-op        `gpufleet deploy` of the converged fleet (survey, final validation)
+  gpufleet no-op        `gpufleet deploy` of the converged fleet (lock, survey; no host
+                        changed, so no validation)
   minimal no-op         the minimal deploy below, on the same converged hosts
   gpufleet change       one service's max_model_len changed, `gpufleet deploy` (batch size 1,
                         health gate with a real request, final validation)
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -47,13 +49,15 @@ from gpufleet import inventory as inventory_yaml
 from gpufleet.cli import main as gpufleet
 from gpufleet.deploy import host_targets, no_delay
 from gpufleet.env import Environment
+from gpufleet.host.layout import UNIT_DIR, unit_name
+from gpufleet.host.ssh import Session, SshTarget
+from gpufleet.host.systemctl import parse_show
 from gpufleet.lab import LabConfig, down, preflight_problem, up
 from gpufleet.lab.fleet import write_lab_fleet
 from gpufleet.plan import build_plan
-from gpufleet.remote import Session, SshTarget, parse_show
-from gpufleet.render import UNIT_DIR, RenderedFile, unit_name
+from gpufleet.render import RenderedFile
 
-Row = tuple[str, float, int, int]
+Row = tuple[str, float, int, int, float, float]
 
 
 def starts(lab: Any, host: Any) -> dict[str, str]:
@@ -73,16 +77,25 @@ def fleet_starts(lab: Any) -> dict[str, str]:
     return merged
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds this machine has spent busy so far, all cores: the controller and every lab
+    host (the hosts are containers on this kernel, so /proc/stat counts their work too)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(name: str, lab: Any, run: Callable[[], int]) -> Row:
-    """(name, seconds, exit status, restarts) of one run."""
+    """(name, seconds, exit status, restarts, machine CPU s, controller CPU s) of one run."""
     before = fleet_starts(lab)
-    t0 = time.monotonic()
+    t0, cpu0, own0 = time.monotonic(), busy_cpu_s(), time.process_time()
     status = run()
-    seconds = time.monotonic() - t0
+    seconds, cpu = time.monotonic() - t0, busy_cpu_s() - cpu0
+    own = time.process_time() - own0  # this process: the controller, all its threads
     after = fleet_starts(lab)
     restarts = sum(1 for unit, started in after.items()
                    if started and before.get(unit) != started)
-    return name, seconds, status, restarts
+    return name, seconds, status, restarts, cpu, own
 
 
 def gpufleet_deploy(inventory: Path, *args: str) -> Callable[[], int]:
@@ -193,6 +206,10 @@ def median(rows: list[Row], name: str) -> float:
     return statistics.median(r[1] for r in rows if r[0] == name)
 
 
+def cpu_median(rows: list[Row], name: str, column: int = 4) -> float:
+    return statistics.median(float(r[column]) for r in rows if r[0] == name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=3)
@@ -208,9 +225,10 @@ def main() -> int:
         rows += large_fleet(args.scale_hosts, args.runs)
     print(f"lab: {args.hosts} hosts, {services} services ({services // args.hosts} per host), "
           "batch size 1, health check: real request")
-    print(f"{'run':<36}{'seconds':>9}{'exit':>6}{'service restarts':>18}")
-    for name, seconds, status, restarts in rows:
-        print(f"{name:<36}{seconds:>9.1f}{status:>6}{restarts:>18}")
+    print(f"{'run':<36}{'seconds':>9}{'exit':>6}{'restarts':>10}{'machine CPU s':>15}"
+          f"{'controller CPU s':>18}")
+    for name, seconds, status, restarts, cpu, own in rows:
+        print(f"{name:<36}{seconds:>9.2f}{status:>6}{restarts:>10}{cpu:>15.2f}{own:>18.2f}")
     noop, minimal = median(rows, "gpufleet no-op"), median(rows, "minimal no-op")
     change = median(rows, "gpufleet one-service change")
     minimal_change = median(rows, "minimal one-service change")
@@ -223,8 +241,18 @@ def main() -> int:
           f" = {wide / minimal_change:.2f}x")
     if args.scale_hosts:
         large = median(rows, f"gpufleet no-op ({args.scale_hosts} hosts)")
-        print(f"{args.scale_hosts}-host no-op vs {args.hosts}-host no-op: {large:.1f} s / "
-              f"{noop:.1f} s = {large / noop:.2f}x (target <= 1.5x)")
+        print(f"{args.scale_hosts}-host no-op vs {args.hosts}-host no-op: {large:.2f} s / "
+              f"{noop:.2f} s = {large / noop:.2f}x (target <= 1.5x)")
+        cpu_large = cpu_median(rows, f"gpufleet no-op ({args.scale_hosts} hosts)")
+        cpu_small = cpu_median(rows, "gpufleet no-op")
+        added = args.scale_hosts - args.hosts
+        per_host = (cpu_large - cpu_small) / added
+        own_large = cpu_median(rows, f"gpufleet no-op ({args.scale_hosts} hosts)", 5)
+        own_small = cpu_median(rows, "gpufleet no-op", 5)
+        print(f"no-op CPU, controller and hosts together: {cpu_small:.2f} s at {args.hosts} "
+              f"hosts, {cpu_large:.2f} s at {args.scale_hosts} hosts = {per_host * 1000:.0f} ms "
+              f"per added host, on {os.cpu_count()} cores shared by every lab host; of it the "
+              f"controller's own: {(own_large - own_small) / added * 1000:.0f} ms per added host")
     return 0 if all(r[2] == 0 for r in rows) else 1
 
 

@@ -209,11 +209,11 @@ def deploy_fleet(machine: FakeMachine, *, steps: tuple[str, ...] = ("rocm",),
                  fails: tuple[str, ...] = ()) -> Run:
     """Deploy the fleet file to @fake hosts answering from `machine`; `fails`: failing commands
     (by substring, since the fake connector runs nothing and would report success)."""
-    plan = build_plan(inventory.load(path))
+    plan = build_plan(inventory.load(path).with_overrides(settings or {}))
     assert machines is not None
     machines.update({planned.name: machine for planned in plan.hosts})
     uploads: list[str] = []
-    run = runner.FleetDeploy(runner.host_targets(plan), steps=steps, settings=settings or {},
+    run = runner.FleetDeploy(runner.host_targets(plan), steps=steps,
                              connector="@fake", extra_data={
                                  "fake_delay": 0, "fake_delay_jitter": 0,
                                  "fake_responses": {f: {"success": False, "stderr": "failed"}

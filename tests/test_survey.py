@@ -106,3 +106,52 @@ def test_stale_units_and_account_drift(tmp_path: Path) -> None:
     found = differences(want, seen)
     assert found["services"] == ["gpufleet-old.service is no longer in the inventory"]
     assert found["rocm"] == ["user gpufleet is not in group video"]
+
+
+def fake_venv(root: Path, python: str | None = None) -> Path:
+    """A venv's shape: bin/activate, a python (a real interpreter or absent), site-packages."""
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "activate").write_text("")
+    if python:  # a wrapper, not a symlink: a symlinked python would not be this venv's
+        (root / "bin" / "python").write_text(f'#!/bin/sh\nexec {python} "$@"\n')
+        (root / "bin" / "python").chmod(0o755)
+    site = root / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    return site
+
+
+def test_venv_version_is_read_from_the_dist_info_without_python(tmp_path: Path) -> None:
+    site = fake_venv(tmp_path / "venv")  # no python at all: only METADATA can answer
+    info = site / "vllm-0.19.1+rocm700.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm\nVersion: 0.19.1+rocm700\n"
+                                   "\nVersion: not-this-one (the description)\n")
+    (site / "vllm_flash_attn-2.0.dist-info").mkdir()  # another distribution, same prefix
+    seen = run_survey(SurveySpec(venvs=((str(tmp_path / "venv"), "vllm"),)))
+    assert seen.venvs == {str(tmp_path / "venv"): "0.19.1+rocm700"}
+
+
+def test_venv_version_falls_back_to_python_then_absent(tmp_path: Path) -> None:
+    import sys
+
+    fake_venv(tmp_path / "venv", python=sys.executable)  # no dist-info for this name
+    spec = SurveySpec(venvs=((str(tmp_path / "venv"), "pytest"),
+                             (str(tmp_path / "venv"), "surely-not-installed"),
+                             (str(tmp_path / "none"), "vllm")))
+    seen = run_survey(spec)
+    import importlib.metadata
+
+    # one venv dir: the later line wins; each line read on its own below
+    assert seen.venvs[str(tmp_path / "venv")] is None
+    assert str(tmp_path / "none") not in seen.venvs
+    only = run_survey(SurveySpec(venvs=((str(tmp_path / "venv"), "pytest"),)))
+    assert only.venvs == {str(tmp_path / "venv"): importlib.metadata.version("pytest")}
+
+
+def test_sysctl_and_dirs_are_read_by_the_builtins(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    seen = run_survey(SurveySpec(sysctl=("kernel.ostype", "kernel.surely_not_a_key"),
+                                 dirs=(str(tmp_path), str(tmp_path / "file"),
+                                       str(tmp_path / "missing"))))
+    assert seen.sysctl == {"kernel.ostype": "Linux"}
+    assert list(seen.dirs) == [str(tmp_path)]  # a file or an absent path is not a directory

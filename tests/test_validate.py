@@ -125,12 +125,14 @@ def test_probe_output_parsing(host):
 
 
 def test_parse_show_reads_several_units():
-    from gpufleet.remote import parse_show
+    from gpufleet.host.systemctl import parse_show
 
     text = ("Id=gpufleet-chat.service\nActiveState=active\nMainPID=12\n\n"
             "Id=gpufleet-embed.service\nActiveState=failed\nMainPID=0\n")
     assert parse_show(text) == {
-        "gpufleet-chat": {"Id": "gpufleet-chat.service", "ActiveState": "active", "MainPID": "12"},
-        "gpufleet-embed": {"Id": "gpufleet-embed.service", "ActiveState": "failed", "MainPID": "0"},
+        "gpufleet-chat.service": {"Id": "gpufleet-chat.service", "ActiveState": "active",
+                                  "MainPID": "12"},
+        "gpufleet-embed.service": {"Id": "gpufleet-embed.service", "ActiveState": "failed",
+                                   "MainPID": "0"},
     }
     assert parse_show("") == {}

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpufleet.errors import InputError
+from gpufleet.host.layout import service_of
+from gpufleet.host.ssh import Session
+from gpufleet.host.systemctl import parse_show
 from gpufleet.models import catalog_entry
-from gpufleet.remote import Session, parse_show
 
 # vLLM flag -> (inventory key, type). Everything else is kept verbatim in extra_args.
 FLAGS: dict[str, tuple[str, type]] = {
@@ -135,8 +137,8 @@ def _gpus(env: dict[str, str], svc: dict[str, Any]) -> list[int]:
 
 
 def service_name(unit: str | None, model: str) -> str:
-    if unit and unit.startswith("gpufleet-"):
-        return unit.removeprefix("gpufleet-")
+    if unit and (service := service_of(unit)):
+        return service
     base = unit or model.rsplit("/", 1)[-1]
     return re.sub(r"[^a-z0-9-]+", "-", base.lower()).strip("-")[:63] or "vllm"
 
@@ -238,7 +240,8 @@ def read_after(session: Session, units: list[str]) -> dict[str, set[str]]:
     if not units:
         return {}
     out = session.run("systemctl show -p Id,After " + " ".join(f"{u}.service" for u in units))
-    return {unit: {a.removesuffix(".service") for a in props.get("After", "").split()}
+    return {unit.removesuffix(".service"): {a.removesuffix(".service")
+                                            for a in props.get("After", "").split()}
             for unit, props in parse_show(out.stdout).items()}
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -42,13 +43,14 @@ from gpufleet.deploys.rocm import check_supported
 from gpufleet.deploys.site import STEPS, check_steps, site
 from gpufleet.deploys.target import HostTarget
 from gpufleet.errors import InputError
-from gpufleet.facts import FileStates
+from gpufleet.facts import FileStates, host_state_fact
+from gpufleet.host.ssh import expand_path
 from gpufleet.inventory import Host as Host_
 from gpufleet.plan import Plan, PlannedHost, build_plan
-from gpufleet.remote import expand_path
 from gpufleet.render import RenderedFile, render_host
 from gpufleet.secrets import resolve_secrets
-from gpufleet.settings import PREFIX, defaults
+from gpufleet.settings import PREFIX, defaults, validate_settings
+from gpufleet.settings import resolve as resolve_settings
 from gpufleet.survey import HostSurvey, survey_host
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -97,20 +99,17 @@ def no_delay(host: Host) -> None:
             transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def merged_settings(target: HostTarget, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Knobs by precedence: group_data defaults < fleet.settings < host settings < --set."""
-    return {**target.fleet.settings, **target.planned.host.settings, **(overrides or {})}
-
-
 def host_targets(plan: Plan, names: Sequence[str] | None = None) -> list[HostTarget]:
-    """The HostTarget of each chosen host: rendered files and the hub tokens it needs."""
+    """The HostTarget of each chosen host: rendered files, the hub tokens it needs, and the
+    settings both were made from (the run's overrides are in `plan.inventory.overrides`)."""
     secrets = resolve_secrets(plan.inventory.fleet)
     targets = []
     for planned in plan.hosts:
         if names is None or planned.name in names:
             files = tuple(render_host(plan, planned.name, secrets=secrets))
             targets.append(HostTarget(planned.name, plan.inventory.fleet, planned, files,
-                                      _hub_tokens(planned, secrets)))
+                                      _hub_tokens(planned, secrets),
+                                      resolve_settings(plan.inventory, planned.name)))
     return targets
 
 
@@ -205,16 +204,18 @@ class FleetDeploy:
     """One deploy run: `connect()`, `prepare()` (the preview), then `apply()`; `close()`."""
 
     def __init__(self, targets: Sequence[HostTarget], *, steps: Sequence[str] = tuple(STEPS),
-                 ssh: SshOverride | None = None, settings: dict[str, Any] | None = None,
+                 ssh: SshOverride | None = None,
                  callbacks: Sequence[BaseStateCallback] = (), connector: str | None = None,
                  extra_data: dict[str, Any] | None = None):
+        # Settings come only with the targets (HostTarget.settings): the values the units were
+        # rendered with are the values the deploys run with. Overrides go on the inventory.
         self.targets = {t.name: t for t in targets}
         self.steps = check_steps(steps)
         self.reports = {name: HostReport(name) for name in self.targets}
         self._names = {name: f"{connector}/{name}" if connector else name for name in self.targets}
         self._by_host: dict[str, str] = {v: k for k, v in self._names.items()}
         rows = [(self._names[t.name], {**host_data(t.planned.host, ssh or SshOverride(),
-                                                   merged_settings(t, settings)),
+                                                   t.settings),
                                        **(extra_data or {})})
                 for t in targets]
         self.state = State(Inventory((rows, {})), Config(FAIL_PERCENT=None))
@@ -406,7 +407,7 @@ def file_changes(host: Host, files: Sequence[RenderedFile], diffs: bool = True
     """Rendered files that differ from the host's (by SHA-256, one command for all, the same
     fact the uploads read): a unified diff when asked, secrets only as a note."""
     batch = tuple(sorted(f.path for f in files))
-    states = host.get_fact(FileStates, paths=batch)
+    states = host_state_fact(host, FileStates, paths=batch)
     changes = []
     for rendered in files:
         have = states.get(rendered.path)
@@ -459,18 +460,26 @@ def _settings_file(path: str | None) -> dict[str, Any]:
 
 
 @cache
-def _plan_and_targets(path: str) -> dict[str, HostTarget]:
-    plan = build_plan(inventory_yaml.load(path))
-    return {t.name: t for t in host_targets(plan)}
+def _plan_and_targets(path: str, overrides: str) -> dict[str, HostTarget]:
+    inv = inventory_yaml.load(path).with_overrides(json.loads(overrides))
+    return {t.name: t for t in host_targets(build_plan(inv))}
 
 
 def cli_target() -> HostTarget:
-    """The current host's HostTarget, inside a deploy file run by pyinfra's CLI."""
+    """The current host's HostTarget, inside a deploy file run by pyinfra's CLI. Rendered with
+    the host's pyinfra data as the settings (inventory row, group_data files, `--data`), so the
+    units name what the deploys install, whichever channel a value came in by."""
     path = current_host.data.get("gpufleet_inventory")
     if not path:
         raise DeployError(f"{current_host.name}: not a gpufleet inventory host "
                           "(use inventories/<fleet>.py)")
-    return _plan_and_targets(path)[current_host.data.get("gpufleet_host")]
+    data = {k: v for k, v in current_host.data.dict().items() if k in defaults()}
+    try:
+        overrides = validate_settings(data, "pyinfra data")
+    except InputError as exc:
+        raise DeployError(f"{current_host.name}: {exc}") from None
+    targets = _plan_and_targets(path, json.dumps(overrides, sort_keys=True))
+    return targets[current_host.data.get("gpufleet_host")]
 
 
 def cli_steps() -> list[str]:

@@ -12,12 +12,12 @@ import re
 from dataclasses import dataclass, field
 
 from gpufleet.adopt import RunningVllm, read_vllm_processes, service_from_argv
+from gpufleet.host import layout
+from gpufleet.host.ssh import Session
 from gpufleet.plan import Finding, PlannedHost
-from gpufleet.remote import Session
 from gpufleet.render import RenderedFile
 
-MANAGED_GLOBS = "/etc/systemd/system/gpufleet-*.service /etc/systemd/system/gpufleet.target " \
-    "/etc/gpufleet/*"
+MANAGED_GLOBS = " ".join(layout.MANAGED_GLOBS)
 VENV_PYTHON = "/opt/gpufleet/venv/bin/python"
 
 
@@ -58,7 +58,7 @@ def compare_files(host: str, rendered: list[RenderedFile], hashes: dict[str, str
 def compare_processes(planned: PlannedHost, processes: list[RunningVllm]) -> list[Finding]:
     """Running vLLM flags vs the plan's; vLLM servers no unit of the plan started."""
     out = []
-    by_unit = {f"gpufleet-{s.name}": s for s in planned.services}
+    by_unit = {layout.unit_id(s.name): s for s in planned.services}
     for proc in processes:
         svc = by_unit.get(proc.unit or "")
         if svc is None:
@@ -134,6 +134,6 @@ def read_drift(session: Session, planned: PlannedHost) -> DriftReading:
                           "--format '{{.Names}} {{.Image}}'").stdout
         for line in out.splitlines():
             name, _, image = line.partition(" ")
-            if name.startswith("gpufleet-"):
+            if layout.service_of(name):
                 reading.images[name] = image.strip()
     return reading

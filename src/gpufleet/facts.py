@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 import shlex
+from typing import Any, TypeVar
 
 from pyinfra.api import FactBase
 
-UNIT_DIR = "/etc/systemd/system"  # gpufleet.render.UNIT_DIR (facts stay import-light)
+from gpufleet.host.layout import PREFIX, UNIT_DIR, service_of
+from gpufleet.host.systemctl import parse_show
+
+T = TypeVar("T")
+
 _GPU_LINE = re.compile(r"^GPU\[(\d+)\]")
 
 
@@ -23,11 +28,10 @@ class GpufleetUnits(FactBase[list[str]]):
     default = list
 
     def command(self) -> str:
-        return f"ls -1 {UNIT_DIR} 2>/dev/null | grep -E '^gpufleet-.+[.]service$' || true"
+        return f"ls -1 {UNIT_DIR} 2>/dev/null | grep -E '^{PREFIX}.+[.]service$' || true"
 
     def process(self, output: list[str]) -> list[str]:
-        names = (line.strip() for line in output)
-        return sorted(n[len("gpufleet-") : -len(".service")] for n in names if n)
+        return sorted(svc for line in output if (svc := service_of(line.strip())))
 
 
 class AmdgpuInitstate(FactBase[str | None]):
@@ -196,17 +200,24 @@ class UnitStates(FactBase[dict[str, dict[str, str]]]):
                 f"{names} 2>/dev/null || true")
 
     def process(self, output: list[str]) -> dict[str, dict[str, str]]:
-        units: dict[str, dict[str, str]] = {}
-        block: dict[str, str] = {}
-        for line in [*output, ""]:
-            if "=" in line:
-                key, _, value = line.partition("=")
-                block[key.strip()] = value.strip()
-            elif block:
-                if block.get("Id"):
-                    units[block["Id"]] = block
-                block = {}
-        return units
+        return parse_show(output)
+
+
+def host_state_fact(host: Any, fact: type[FactBase[T]], **kwargs: Any) -> T:
+    """A batched fact (FileStates, UnitStates) read once per host and run, not once per operation.
+
+    pyinfra 3 re-reads a fact each time an operation asks, and each operation runs twice (when
+    the deploy is built and when it executes): the deploy's ~20 file and unit operations would
+    re-list the same files ~40 times per host. The pre-run state is the right input for both
+    passes: the run holds the host's lock, and each managed path or unit is decided by one
+    operation, which the earlier operations of the run do not write.
+    """
+    real = host._get_module() if hasattr(host, "_get_module") else host  # pyinfra's proxy
+    memo: dict[tuple[Any, ...], Any] = real.__dict__.setdefault("_gpufleet_fact_memo", {})
+    key = (fact, tuple(sorted(kwargs.items())))
+    if key not in memo:
+        memo[key] = real.get_fact(fact, **kwargs)
+    return memo[key]  # type: ignore[no-any-return]
 
 
 def mode_text(mode: str | int) -> str:

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from gpufleet.errors import ExitStatus, GpufleetError
-from gpufleet.remote import HostUnreachable, Session, SshTarget
+from gpufleet.host.layout import HOST_LOCK, LOCK_DIR
+from gpufleet.host.ssh import HostUnreachable, Session, SshTarget
 
-HOST_LOCK = "/run/gpufleet/deploy.lock"
 BUSY_EXIT = 75  # EX_TEMPFAIL
 
 
@@ -134,7 +134,7 @@ def lock_script(holder: Holder, wait_s: float | None) -> str:
             f"flock -w {wait_s:.1f} 9 || {{ {busy}; }}; fi; " if wait_s
             else f"flock -n 9 || {{ {busy}; }}; ")
     return (
-        "umask 022; mkdir -p /run/gpufleet || exit 1; "
+        f"umask 022; mkdir -p {LOCK_DIR} || exit 1; "
         f"exec 9>>{HOST_LOCK} || exit 1; {take}"
         f"printf '%s\\n' {q(holder.json())} > {HOST_LOCK}; echo LOCKED; exec cat >/dev/null"
     )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from gpufleet.host.ssh import HostUnreachable, Session, SshTarget
 from gpufleet.observe import read_host
 from gpufleet.plan import Plan, PlannedHost
-from gpufleet.remote import HostUnreachable, Session, SshTarget
 from gpufleet.validate import HostReading
 
 MAX_PARALLEL = 16
@@ -20,8 +20,10 @@ def read_fleet(
     known_hosts: str | None = None,
     full_probe: bool = True,
     sessions: Mapping[str, Session] | None = None,
+    only: Sequence[str] | None = None,
 ) -> dict[str, HostReading]:
-    """`sessions`: open sessions to reuse (a deploy's lock sessions), by host name."""
+    """`sessions`: open sessions to reuse (a deploy's lock sessions), by host name; `only`:
+    read just these hosts (default: every host of the plan)."""
     fleet = plan.inventory.fleet
 
     def one(host: PlannedHost) -> HostReading:
@@ -37,5 +39,6 @@ def read_fleet(
         except HostUnreachable as exc:
             return HostReading(host.name, error=str(exc))
 
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(plan.hosts) or 1)) as pool:
-        return dict(zip([h.name for h in plan.hosts], pool.map(one, plan.hosts), strict=True))
+    hosts = [h for h in plan.hosts if only is None or h.name in only]
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(hosts) or 1)) as pool:
+        return dict(zip([h.name for h in hosts], pool.map(one, hosts), strict=True))

@@ -213,12 +213,20 @@ class InventoryModel(_Strict):
 class Inventory:
     """A validated inventory and where each of its values came from."""
 
-    def __init__(self, model: InventoryModel, source: Located):
+    def __init__(self, model: InventoryModel, source: Located,
+                 overrides: dict[str, Any] | None = None):
         self.model = model
         self.source = source
         self.fleet = model.fleet
         self.hosts = model.hosts
         self.path = Path(source.filename)
+        # Settings of this run over the inventory's own (`--set`, pyinfra data), already
+        # type-checked by their caller: see gpufleet.settings.resolve.
+        self.overrides: dict[str, Any] = dict(overrides or {})
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Inventory:
+        """The same inventory with settings that beat its own, for every host."""
+        return Inventory(self.model, self.source, {**self.overrides, **overrides})
 
     def where(self, *path: str | int) -> str:
         return self.source.where(tuple(path))

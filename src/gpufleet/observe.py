@@ -8,9 +8,10 @@ import json
 import shlex
 
 from gpufleet.adopt import CONTAINER_SCOPE, container_names
+from gpufleet.host.ssh import HostUnreachable, Session
+from gpufleet.host.units import states_and_uptimes
 from gpufleet.plan import PlannedHost, PlannedService
 from gpufleet.probe import PROBE_SCRIPT, Probe, parse_probe_output, probe_request
-from gpufleet.remote import HostUnreachable, Session, parse_show
 from gpufleet.smi import SmiParseError, Snapshot, merge, parse
 from gpufleet.validate import HostReading, unit_from_cgroup
 
@@ -71,25 +72,6 @@ def read_pid_units(session: Session, pids: list[int]) -> dict[int, str]:
     return units
 
 
-def read_units(session: Session) -> tuple[dict[str, str], dict[str, float]]:
-    """ActiveState and seconds since it became active, per `gpufleet-*` unit."""
-    out = session.run(
-        "cat /proc/uptime; systemctl show --property=Id,ActiveState,ActiveEnterTimestampMonotonic "
-        "'gpufleet-*.service'"
-    ).stdout
-    uptime, _, show = out.partition("\n")
-    now = float(uptime.split()[0]) if uptime.strip() else 0.0
-    states: dict[str, str] = {}
-    uptimes: dict[str, float] = {}
-    for unit, props in parse_show(show).items():
-        if unit.startswith("gpufleet-"):
-            states[unit] = props.get("ActiveState", "unknown")
-            since = int(props.get("ActiveEnterTimestampMonotonic", "0") or 0) / 1e6
-            if states[unit] == "active" and since:
-                uptimes[unit] = max(now - since, 0.0)
-    return states, uptimes
-
-
 def run_probes(
     session: Session, services: list[PlannedService], full: bool = True
 ) -> dict[str, Probe]:
@@ -110,7 +92,7 @@ def read_host(session: Session, host: PlannedHost, full_probe: bool = True) -> H
     try:
         reading.snapshot = read_smi(session)
         reading.pid_units = read_pid_units(session, [p.pid for p in reading.snapshot.processes])
-        reading.unit_states, reading.uptimes = read_units(session)
+        reading.unit_states, reading.uptimes = states_and_uptimes(session)
         reading.probes = read_probes(session, host, full_probe)
     except HostUnreachable as exc:
         reading.error = str(exc)

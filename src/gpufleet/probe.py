@@ -12,11 +12,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpufleet.host.layout import env_file_path
 from gpufleet.inventory import Kind
 from gpufleet.plan import PlannedService
 
 # Runs with the host's python3 (stdlib only); reads the service list as JSON on stdin.
-PROBE_SCRIPT = (Path(__file__).parent / "hostprobe.py").read_text(encoding="utf-8")
+PROBE_SCRIPT = (Path(__file__).parent / "host" / "scripts" / "probe.py").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def probe_request(services: list[PlannedService], full: bool) -> str:
                     "port": s.service.port,
                     "model": s.service.model or s.name,
                     "health_path": s.service.health_path,
-                    "env_file": f"/etc/gpufleet/{s.name}.env",
+                    "env_file": env_file_path(s.name),
                 }
                 for s in services
             ],

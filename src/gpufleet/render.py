@@ -29,16 +29,19 @@ import jinja2
 
 from gpufleet import systemd
 from gpufleet.errors import InputError
+from gpufleet.host.layout import (
+    CACHE_DIR,
+    PLAN_FILE,
+    TARGET,
+    UNIT_DIR,
+    container_name,
+    env_file_path,
+    unit_name,
+)
 from gpufleet.inventory import Fleet, Inventory, Kind
 from gpufleet.plan import Plan, PlannedHost, PlannedService, start_order_groups
-from gpufleet.settings import host_setting
+from gpufleet.settings import host_setting, setting_origin
 
-# ---------------------------------------------------------------- where things live on a host
-
-UNIT_DIR = "/etc/systemd/system"
-CONFIG_DIR = "/etc/gpufleet"
-TARGET = "gpufleet.target"
-CACHE_DIR = "/var/cache/gpufleet"  # HOME of the venv services: torch, triton and vLLM caches
 ENGINES = {"docker": "/usr/bin/docker", "podman": "/usr/bin/podman"}
 # GPU pinning and the weights cache belong to the plan; a service's `env:` must not override them.
 RESERVED_ENV = ("HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
@@ -72,14 +75,6 @@ class Launch:
     program: str
     args: tuple[str, ...]
     image: str | None  # container runtime only
-
-
-def unit_name(service_name: str) -> str:
-    return f"gpufleet-{service_name}.service"
-
-
-def env_file_path(service_name: str) -> str:
-    return f"{CONFIG_DIR}/{service_name}.env"
 
 
 def secret_marker(name: str) -> str:
@@ -154,7 +149,7 @@ def exec_start(inv: Inventory, host: str, ps: PlannedService) -> list[list[str]]
         return [[run.program], *flag_lines(run.args)]
     cache, gpus = fleet.model_cache, ",".join(str(g) for g in ps.gpus)
     lines = [
-        [ENGINES[fleet.container_engine], "run", "--rm", "--name", _container(svc.name),
+        [ENGINES[fleet.container_engine], "run", "--rm", "--name", container_name(svc.name),
          "--pull=never"],
         ["--network=host", "--ipc=host"],
         ["--device=/dev/kfd", "--device=/dev/dri", "--group-add=video"],
@@ -191,18 +186,16 @@ def health_url(ps: PlannedService) -> str:
 
 def readiness_wait(url: str) -> list[str]:
     """ExecStartPost=: poll the health URL until it answers 200; give up when the service's own
-    process ($MAINPID) is gone. The URL is built from checked parts: it sits in a shell script."""
+    process ($MAINPID) is gone. The URL is built from checked parts: it sits in a shell script.
+    Every 0.5 s: a rolling restart waits on this loop host after host, and one curl on loopback
+    twice a second is nothing next to a model load."""
     if not _PLAIN_URL.fullmatch(url):
         raise ValueError(f"the health URL {url!r} is not plain")
     shell_url = f'"{url}"' if "[" in url else url  # an IPv6 literal: no glob for sh
     script = (f'until [ "$(/usr/bin/curl -s -o /dev/null -w %{{http_code}} --max-time 5 '
               f'{shell_url})"'
-              " = 200 ]; do kill -0 $MAINPID 2>/dev/null || exit 1; sleep 2; done")
+              " = 200 ]; do kill -0 $MAINPID 2>/dev/null || exit 1; sleep 0.5; done")
     return ["/bin/sh", "-c", script]
-
-
-def _container(service: str) -> str:
-    return f"gpufleet-{service}"
 
 
 def _image(inv: Inventory, host: str, ps: PlannedService) -> str:
@@ -325,13 +318,8 @@ def _setting(inv: Inventory, host: str, key: str, ok: Any, what: str) -> Any:
     value = host_setting(inv, host, key)
     if ok(value):
         return value
-    if key in inv.hosts[host].settings:
-        where = inv.where("hosts", host, "settings", key)
-    elif key in inv.fleet.settings:
-        where = inv.where("fleet", "settings", key)
-    else:
-        where = "group_data/all.py"
-    raise InputError(f"setting {key}: {value!r} is not {what}", where=where,
+    raise InputError(f"setting {key}: {value!r} is not {what}",
+                     where=setting_origin(inv, host, key),
                      hint=f"{key} goes into the units of host {host}")
 
 
@@ -409,7 +397,7 @@ def _unit_file(inv: Inventory, host: str, ps: PlannedService) -> RenderedFile:
             "read_write_paths": [fleet.model_cache, *extra_write_paths(inv, host)],
         })
     else:
-        engine, container = ENGINES[fleet.container_engine], _container(svc.name)
+        engine, container = ENGINES[fleet.container_engine], container_name(svc.name)
         context.update({
             "docker": fleet.container_engine == "docker",
             "exec_start_pre": [[engine, "rm", "--force", container]],
@@ -456,7 +444,7 @@ def _target_file(fleet: Fleet, host: PlannedHost) -> RenderedFile:
 
 def _plan_file(plan: Plan, host: PlannedHost) -> RenderedFile:
     content = json.dumps(host_plan(plan, host), indent=2, sort_keys=True) + "\n"
-    return RenderedFile(f"{CONFIG_DIR}/plan.json", content)
+    return RenderedFile(PLAN_FILE, content)
 
 
 def host_plan(plan: Plan, host: PlannedHost) -> dict[str, object]:

@@ -5,64 +5,33 @@ deploy (which restarts only services whose unit or env changed), then wait until
 service answers. A host whose changed service does not become healthy in time is restored to its
 known-good files and restarted, and counts as failed; once `max_failed_hosts` hosts failed, the
 remaining batches are not started.
+
+The decisions (which hosts roll, when a gate has passed or failed, when to halt, what a host's
+status is) are pure functions at the top; the rest carries them out on the hosts, over the
+run's lock sessions (gpufleet.host.*) and its pyinfra deploys (gpufleet.deploy).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from gpufleet.deploy import FleetDeploy, HostReport, SshOverride
-from gpufleet.deploys.services import owner_of
 from gpufleet.deploys.target import HostTarget
+from gpufleet.host.knowngood import SNAPSHOT, restore
+from gpufleet.host.layout import owner_of, unit_path
+from gpufleet.host.ssh import HostUnreachable, Session, SshTarget
+from gpufleet.host.units import logged_error, unit_states
 from gpufleet.inventory import RolloutPolicy
 from gpufleet.observe import run_probes
 from gpufleet.probe import Probe
-from gpufleet.remote import HostUnreachable, Session, SshTarget, parse_show
-from gpufleet.render import UNIT_DIR, unit_name
 from gpufleet.survey import HostSurvey, survey_session
 
-KNOWN_GOOD = "/var/lib/gpufleet/known-good"
 POLL_S = 2.0
-# The gpufleet files of a host, kept before each change: units and the target, and the top-level
-# files of /etc/gpufleet (env files, plan.json). Built beside the old set, then swapped in, so a
-# failure at any point leaves a complete known-good set.
-SNAPSHOT = f"""set -e
-umask 077
-rm -rf {KNOWN_GOOD}.new {KNOWN_GOOD}.old
-mkdir -p {KNOWN_GOOD}.new/systemd {KNOWN_GOOD}.new/gpufleet
-for f in /etc/systemd/system/gpufleet-*.service /etc/systemd/system/gpufleet.target; do
-  [ -f "$f" ] && cp -a "$f" {KNOWN_GOOD}.new/systemd/
-done
-[ ! -d /etc/gpufleet ] || find /etc/gpufleet -maxdepth 1 -type f ! -name '.*' \\
-  -exec cp -a {{}} {KNOWN_GOOD}.new/gpufleet/ \\;
-sync {KNOWN_GOOD}.new/systemd/* {KNOWN_GOOD}.new/gpufleet/* 2>/dev/null || true
-[ -d {KNOWN_GOOD} ] && mv {KNOWN_GOOD} {KNOWN_GOOD}.old
-mv {KNOWN_GOOD}.new {KNOWN_GOOD} && rm -rf {KNOWN_GOOD}.old && sync /var/lib/gpufleet"""
-# Put back every file that differs from the known-good set, each atomically (copy to a temp
-# name beside it, fsync, rename), and remove gpufleet files the set does not have. Prints one
-# RESTORED/REMOVED line per file it touched; the caller restarts only the owners of those.
-RESTORE = f"""set -e
-put() {{ tmp="$(dirname "$2")/.$(basename "$2").gpufleet-new"; cp -a "$1" "$tmp"; sync "$tmp";
-        mv -f "$tmp" "$2"; echo "RESTORED $2"; }}
-for pair in "{KNOWN_GOOD}/systemd /etc/systemd/system" "{KNOWN_GOOD}/gpufleet /etc/gpufleet"; do
-  set -- $pair
-  for f in "$1"/* "$1"/.[!.]*; do
-    [ -f "$f" ] || continue
-    cmp -s "$f" "$2/$(basename "$f")" || put "$f" "$2/$(basename "$f")"
-  done
-done
-for f in /etc/systemd/system/gpufleet-*.service /etc/systemd/system/gpufleet.target; do
-  [ -f "$f" ] && [ ! -f "{KNOWN_GOOD}/systemd/$(basename "$f")" ] && rm -f "$f" && echo "REMOVED $f"
-done
-for f in $(find /etc/gpufleet -maxdepth 1 -type f ! -name '.*' 2>/dev/null); do
-  [ -f "{KNOWN_GOOD}/gpufleet/$(basename "$f")" ] || {{ rm -f "$f"; echo "REMOVED $f"; }}
-done
-sync /etc/systemd/system /etc/gpufleet"""
 
 
 @dataclass
@@ -94,8 +63,27 @@ class RolloutResult:
         return all(h.ok for h in self.hosts)
 
 
+# ---------------------------------------------------------------- the decisions (pure)
+
+
+Verdict = Literal["healthy", "waiting", "failed"]
+
+
 def batches(items: Sequence[Any], size: int) -> list[list[Any]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def halted(done: Sequence[HostOutcome], policy: RolloutPolicy) -> bool:
+    """Start no further batch once `max_failed_hosts` hosts failed (unreachable ones count)."""
+    return sum(not h.ok for h in done) >= policy.max_failed_hosts
+
+
+def survey_verdict(report: HostReport, seen: HostSurvey | None) -> Literal["failed",
+                                                                           "unchanged", "roll"]:
+    """A host the survey could not read failed; one found as planned is done, never batched."""
+    if not report.ok:
+        return "failed"
+    return "unchanged" if seen is not None and seen.converged else "roll"
 
 
 def changed_services(report: HostReport, target: HostTarget) -> list[str]:
@@ -105,94 +93,67 @@ def changed_services(report: HostReport, target: HostTarget) -> list[str]:
     return [n for n in names if n in touched]
 
 
+def gate_verdict(probes: Mapping[str, Probe], states: Mapping[str, str],
+                 timed_out: bool) -> Verdict:
+    """One look at the changed services: all answer (healthy), time is up or systemd gave up
+    on every one that does not answer (failed), or keep waiting."""
+    bad = {n for n, p in probes.items() if not p.ok}
+    if not bad:
+        return "healthy"
+    if timed_out or bad <= {n for n, state in states.items() if state == "failed"}:
+        return "failed"
+    return "waiting"
+
+
+def applied_status(report: HostReport, changed: Sequence[str]) -> str | None:
+    """A host whose apply changed no service needs no gate: its status is known now."""
+    if changed:
+        return None
+    return "updated" if report.changes else "unchanged"
+
+
+def rollback_status(after: Mapping[str, Probe]) -> str:
+    """Back on known-good and answering: rolled back; known-good broken too: failed."""
+    return "rolled-back" if all(p.ok for p in after.values()) else "failed"
+
+
+# ---------------------------------------------------------------- on the hosts
+
+
+Notify = Callable[[str], None]
+Wrap = Callable[[FleetDeploy], AbstractContextManager[Any]]
+Sessions = Mapping[str, Session]
+
+
 def ssh_target(target: HostTarget, ssh: SshOverride) -> SshTarget:
     return SshTarget.of(target.name, target.planned.host, target.fleet, ssh.key, ssh.known_hosts)
+
+
+@contextmanager
+def host_session(target: HostTarget, ssh: SshOverride, sessions: Sessions | None
+                 ) -> Iterator[Session]:
+    """The run's open lock session to the host when it has one (no second connection per
+    batch), else a new one closed afterwards."""
+    if sessions is not None and target.name in sessions:
+        yield sessions[target.name]
+        return
+    with Session(ssh_target(target, ssh)) as session:
+        yield session
 
 
 def wait_healthy(
     session: Session, target: HostTarget, names: list[str], timeout_s: float, full: bool
 ) -> dict[str, Probe]:
-    """Poll the services on the host until all answer or the gate's time is up."""
+    """Poll the services on the host until gate_verdict says healthy or failed."""
     services = [s for s in target.services if s.name in names]
     deadline = time.monotonic() + timeout_s
-    probes: dict[str, Probe] = {}
     while True:
         probes = run_probes(session, services, full)
-        failed_units = [n for n, st in unit_states(session, names).items() if st == "failed"]
-        if all(p.ok for p in probes.values()) or time.monotonic() >= deadline:
+        verdict = gate_verdict(probes, unit_states(session, names),
+                               time.monotonic() >= deadline)
+        if verdict != "waiting":
             return probes
-        if failed_units and set(failed_units) >= {n for n, p in probes.items() if not p.ok}:
-            return probes  # systemd gave up on them (start failed): no point waiting longer
         time.sleep(POLL_S)
-
-
-def unit_states(session: Session, names: list[str]) -> dict[str, str]:
-    """Service name -> systemd ActiveState (active, activating, failed, ...)."""
-    units = " ".join(unit_name(n) for n in names)
-    out = session.run(f"systemctl show -p Id,ActiveState {units}").stdout
-    return {unit.removeprefix("gpufleet-"): props.get("ActiveState", "unknown")
-            for unit, props in parse_show(out).items()}
-
-
-def vllm_error(session: Session, name: str) -> str:
-    """The last error lines the service logged (vLLM's own message), for the report."""
-    out = session.run(
-        f"journalctl -u {unit_name(name)} -n 200 --no-pager -o cat 2>/dev/null | "
-        "grep -E 'Error|error|ERROR' | tail -n 3"
-    ).stdout.strip()
-    return out or "no error logged"
-
-
-def restored_services(output: str, target: HostTarget) -> tuple[list[str], list[str], bool]:
-    """RESTORE's lines -> (services to restart, services removed, whether a unit changed)."""
-    names = [s.name for s in target.services]
-    touched: set[str] = set()
-    removed: set[str] = set()
-    units = False
-    for line in output.splitlines():
-        verb, _, path = line.partition(" ")
-        if verb not in ("RESTORED", "REMOVED"):
-            continue
-        units = units or path.startswith(f"{UNIT_DIR}/")
-        owner = owner_of(path, names) or _unit_owner(path)
-        if owner:
-            (removed if verb == "REMOVED" and path.startswith(UNIT_DIR) else touched).add(owner)
-    order = [n for n in names if n in touched - removed]
-    order += sorted(touched - removed - set(names))
-    return order, sorted(removed), units
-
-
-def _unit_owner(path: str) -> str | None:
-    """gpufleet-<svc>.service -> svc, for units that are no longer in the plan."""
-    base = path.rsplit("/", 1)[-1]
-    if base.startswith("gpufleet-") and base.endswith(".service"):
-        return base.removeprefix("gpufleet-").removesuffix(".service")
-    return None
-
-
-def restore(session: Session, target: HostTarget) -> list[str]:
-    """Put the known-good files back (atomically, only those that differ), reload systemd if a
-    unit changed, and restart exactly the services whose files were put back. Returns them."""
-    out = session.run(RESTORE, timeout=120)
-    restart, removed, units_changed = restored_services(out.stdout, target)
-    for name in removed:
-        session.run(f"systemctl stop {unit_name(name)}; systemctl disable {unit_name(name)}",
-                    timeout=120)
-    if units_changed:
-        session.run("systemctl daemon-reload", timeout=120)
-    for name in restart:  # in start order, each waits for the one before on its GPU
-        session.run(f"test -f {UNIT_DIR}/{unit_name(name)} && "
-                    f"systemctl restart {unit_name(name)}", timeout=2000)
-    return restart
-
-
-# ---------------------------------------------------------------- one batch
-
-
-Notify = Callable[[str], None]
-
-
-Wrap = Callable[[FleetDeploy], AbstractContextManager[Any]]
 
 
 def roll_batch(
@@ -204,6 +165,7 @@ def roll_batch(
     wrap: Wrap = lambda _: nullcontext(),
     steps: dict[str, list[str]] | None = None,
     diffs: bool = False,
+    sessions: Sessions | None = None,
 ) -> list[HostOutcome]:
     outcomes = {t.name: HostOutcome(t.name) for t in targets}
     fleet_run = make_run(targets)
@@ -223,7 +185,7 @@ def roll_batch(
     finally:
         fleet_run.close()
     for t in targets:
-        _gate(t, outcomes[t.name], reports[t.name], ssh, policy, notify)
+        _gate(t, outcomes[t.name], reports[t.name], ssh, policy, notify, sessions)
     return list(outcomes.values())
 
 
@@ -237,17 +199,18 @@ def _snapshot(fleet_run: FleetDeploy, target: HostTarget, outcome: HostOutcome) 
 
 
 def _gate(target: HostTarget, outcome: HostOutcome, report: HostReport, ssh: SshOverride,
-          policy: RolloutPolicy, notify: Notify) -> None:
+          policy: RolloutPolicy, notify: Notify, sessions: Sessions | None) -> None:
     if not report.ok:
-        _failed_deploy(target, outcome, report, ssh, policy, notify)
+        _failed_deploy(target, outcome, report, ssh, policy, notify, sessions)
         return
     outcome.restarted = list(outcome.changed_services)
-    if not outcome.changed_services:
-        outcome.status = "updated" if report.changes else "unchanged"
+    status = applied_status(report, outcome.changed_services)
+    if status is not None:
+        outcome.status = status
         return
     full = policy.health_check == "request"
     try:
-        with Session(ssh_target(target, ssh)) as session:
+        with host_session(target, ssh, sessions) as session:
             notify(f"{target.name}: waiting for {', '.join(outcome.changed_services)}")
             probes = wait_healthy(session, target, outcome.changed_services,
                                   policy.health_timeout_s, full)
@@ -255,7 +218,7 @@ def _gate(target: HostTarget, outcome: HostOutcome, report: HostReport, ssh: Ssh
             if not bad:
                 outcome.status = "updated"
                 return
-            outcome.failures = {n: f"{probes[n].detail}; log: {vllm_error(session, n)}"
+            outcome.failures = {n: f"{probes[n].detail}; log: {logged_error(session, n)}"
                                 for n in bad}
             _roll_back(session, target, outcome, policy, notify)
     except HostUnreachable as exc:
@@ -263,22 +226,23 @@ def _gate(target: HostTarget, outcome: HostOutcome, report: HostReport, ssh: Ssh
 
 
 def _failed_deploy(target: HostTarget, outcome: HostOutcome, report: HostReport,
-                   ssh: SshOverride, policy: RolloutPolicy, notify: Notify) -> None:
+                   ssh: SshOverride, policy: RolloutPolicy, notify: Notify,
+                   sessions: Sessions | None) -> None:
     """The deploy itself failed: put back whatever it changed of the known-good set."""
     outcome.status, outcome.error = "failed", report.error
     if not outcome.snapshot or report.unreachable or not outcome.changed_services:
         return
     try:
-        with Session(ssh_target(target, ssh)) as session:
+        with host_session(target, ssh, sessions) as session:
             # A changed service whose (re)start failed is a failed health gate: roll back.
             states = unit_states(session, outcome.changed_services)
-            outcome.failures = {n: vllm_error(session, n) for n in outcome.changed_services
+            outcome.failures = {n: logged_error(session, n) for n in outcome.changed_services
                                 if states.get(n) not in ("active", None)}
             if outcome.failures:
                 _roll_back(session, target, outcome, policy, notify)
                 return
             notify(f"{target.name}: the deploy failed: restoring the known-good files")
-            outcome.restarted = restore(session, target)
+            outcome.restarted = restore(session, [s.name for s in target.services])
             if outcome.restarted:
                 after = wait_healthy(session, target, outcome.restarted,
                                      policy.health_timeout_s, policy.health_check == "request")
@@ -291,13 +255,12 @@ def _failed_deploy(target: HostTarget, outcome: HostOutcome, report: HostReport,
 def _roll_back(session: Session, target: HostTarget, outcome: HostOutcome,
                policy: RolloutPolicy, notify: Notify) -> None:
     notify(f"{target.name}: {', '.join(outcome.failures) or 'the deploy'} failed: rolling back")
-    restarted = restore(session, target)
+    restarted = restore(session, [s.name for s in target.services])
     outcome.restarted = sorted(set(outcome.restarted) | set(restarted))
-    kept = [n for n in restarted
-            if session.run(f"test -f {UNIT_DIR}/{unit_name(n)}").rc == 0]
+    kept = [n for n in restarted if session.run(f"test -f {unit_path(n)}").rc == 0]
     after = wait_healthy(session, target, kept, policy.health_timeout_s,
                          policy.health_check == "request") if kept else {}
-    outcome.status = "rolled-back" if all(p.ok for p in after.values()) else "failed"
+    outcome.status = rollback_status(after)
 
 
 # ---------------------------------------------------------------- the rollout
@@ -314,7 +277,7 @@ class Survey:
 
 
 def survey(targets: list[HostTarget], make_run: Callable[[list[HostTarget]], FleetDeploy],
-           sessions: Mapping[str, Session] | None = None) -> Survey:
+           sessions: Sessions | None = None) -> Survey:
     """One parallel look at every host (one command each): those already in the planned
     state are done (no batch, no gate, no operation); the others go on to be rolled, with only
     the steps that differ. Over the run's open lock sessions when it has them."""
@@ -333,19 +296,18 @@ def survey(targets: list[HostTarget], make_run: Callable[[list[HostTarget]], Fle
     for t in targets:
         report, seen = fleet_run.reports[t.name], surveys.get(t.name)
         result.warnings[t.name] = list(report.warnings)
-        if not report.ok:
-            result.done.append(HostOutcome(t.name, status="failed", error=report.error,
-                                           report=report))
-        elif seen is not None and seen.converged:
-            result.done.append(HostOutcome(t.name, status="unchanged", report=report))
-        else:
+        verdict = survey_verdict(report, seen)
+        if verdict == "roll":
             result.to_roll.append(t)
             result.steps[t.name] = seen.steps_to_run() if seen else fleet_run.steps_for(t.name)
+        else:
+            result.done.append(HostOutcome(t.name, status=verdict, report=report,
+                                           error=report.error if verdict == "failed" else None))
     return result
 
 
 def _survey_sessions(fleet_run: FleetDeploy, targets: list[HostTarget],
-                     sessions: Mapping[str, Session]) -> dict[str, HostSurvey]:
+                     sessions: Sessions) -> dict[str, HostSurvey]:
     def one(t: HostTarget) -> HostSurvey | None:
         try:
             return survey_session(sessions[t.name], t, fleet_run.settings_of(t.name),
@@ -370,7 +332,7 @@ def roll_out(
     notify: Notify = lambda _: None,
     wrap: Wrap = lambda _: nullcontext(),
     diffs: bool = False,
-    sessions: Mapping[str, Session] | None = None,
+    sessions: Sessions | None = None,
 ) -> RolloutResult:
     """Survey all hosts; roll those with changes in batches of `policy.batch_size`; halt after
     `policy.max_failed_hosts` failures (an unreachable host counts)."""
@@ -378,13 +340,13 @@ def roll_out(
     found = survey(targets, make_run, sessions)
     done = list(found.done)
     for batch in batches(found.to_roll, policy.batch_size):
-        if sum(not h.ok for h in done) >= policy.max_failed_hosts:
+        if halted(done, policy):
             done += [HostOutcome(t.name, status="skipped", error="not started: the rollout "
                                  "halted after a failed host") for t in batch]
             continue
         notify(f"batch: {', '.join(t.name for t in batch)}")
         rolled = roll_batch(batch, make_run, ssh, policy, notify, wrap,
-                            {t.name: found.steps[t.name] for t in batch}, diffs)
+                            {t.name: found.steps[t.name] for t in batch}, diffs, sessions)
         for outcome in rolled:  # the survey's warnings hold for the whole host
             if outcome.report is not None:
                 seen = outcome.report.warnings
@@ -392,5 +354,4 @@ def roll_out(
         done += rolled
     order = {t.name: i for i, t in enumerate(everyone)}
     done.sort(key=lambda h: order[h.name])  # report in inventory order
-    halted = any(h.status == "skipped" for h in done)
-    return RolloutResult(done, halted)
+    return RolloutResult(done, any(h.status == "skipped" for h in done))

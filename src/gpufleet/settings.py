@@ -185,8 +185,30 @@ def _setting_hint(key: str) -> str | None:
     return f"the default is {known[key]!r} (group_data/all.py)" if key in known else None
 
 
+def resolve(inv: Inventory, host: str) -> dict[str, Any]:
+    """Every knob's value for one host: the one resolver that render (the units) and the
+    deploys (pyinfra host data) both read, so a value given on any channel reaches both.
+
+    By precedence: group_data/all.py < `fleet.settings` < the host's `settings` < the run's
+    overrides (`inv.overrides`: `gpufleet deploy --set`; under pyinfra's CLI, the host's pyinfra
+    data: `--data`, GPUFLEET_SETTINGS and group_data files).
+    """
+    return {**defaults(), **inv.fleet.settings, **inv.hosts[host].settings, **inv.overrides}
+
+
 def host_setting(inv: Inventory, host: str, name: str) -> Any:
-    """A knob for one host: host settings, else fleet settings, else group_data's default."""
+    """One knob for one host (see `resolve`)."""
     if name not in defaults():
         raise KeyError(f"{name} is not a gpufleet setting (see group_data/all.py)")
-    return inv.hosts[host].settings.get(name, inv.fleet.settings.get(name, defaults()[name]))
+    return resolve(inv, host)[name]
+
+
+def setting_origin(inv: Inventory, host: str, name: str) -> str:
+    """Where a host's value of a knob comes from, for error messages."""
+    if name in inv.overrides:
+        return "--set (or the host's pyinfra data)"
+    if name in inv.hosts[host].settings:
+        return inv.where("hosts", host, "settings", name)
+    if name in inv.fleet.settings:
+        return inv.where("fleet", "settings", name)
+    return "group_data/all.py"

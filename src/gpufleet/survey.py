@@ -10,6 +10,7 @@ pyinfra only for the steps that differ (pyinfra then decides, operation by opera
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,9 +29,11 @@ from gpufleet.deploys.wanted import (
 )
 from gpufleet.deploys.wanted import rocm as rocm_wanted
 from gpufleet.facts import mode_text, normalize_image
+from gpufleet.host.layout import PREFIX, SUFFIX, UNIT_DIR
+from gpufleet.host.systemctl import parse_show
 
-SECTIONS = ("os", "kernel", "cmdline", "files", "dirs", "debs", "units", "installed", "venvs",
-            "images", "markers", "passwd", "groups", "sysctl", "gpus", "keyring")
+SECTIONS = ("os", "kernel", "cmdline", "files", "hashes", "dirs", "debs", "units", "installed",
+            "venvs", "images", "markers", "passwd", "groups", "sysctl", "gpus", "keyring")
 
 
 @dataclass(frozen=True)
@@ -115,13 +118,24 @@ def survey_command(spec: SurveySpec) -> str:
     def each(items: tuple[str, ...], var: str, body: str) -> str:
         return f"for {var} in {' '.join(q(i) for i in items)}; do {body}; done" if items else ":"
 
-    section("os", "cat /etc/os-release")
-    section("kernel", "uname -r")
-    section("cmdline", "cat /proc/cmdline")
-    section("files", each(spec.paths, "p", '[ -f "$p" ] && [ ! -L "$p" ] && printf "%s %s\\n" '
-                          '"$(stat -c "%a %U %G" -- "$p")" "$(sha256sum -- "$p")"'))
-    section("dirs", each(spec.dirs, "d", '[ -d "$d" ] && printf "%s %s\\n" '
-                         '"$(stat -c "%a %U %G" -- "$d")" "$d"'))
+    # Shell builtins where a process would do the same (show = cat): the survey runs on every
+    # host on every run, so each fork it saves is saved fleet-wide on every no-op.
+    parts.append('show() { while IFS= read -r l || [ -n "$l" ]; do printf "%s\\n" "$l"; done '
+                 '< "$1"; }')
+    section("os", "show /etc/os-release")
+    section("kernel", "show /proc/sys/kernel/osrelease")
+    section("cmdline", "show /proc/cmdline")
+    # One find and one sha256sum for all managed files (not four processes per file): the
+    # survey runs on every host on every run, so its cost is what a no-op costs per host.
+    # find -P -type f leaves out symlinks and absent paths, as the deploy's own fact does.
+    paths = " ".join(q(p) for p in spec.paths)
+    section("files", f"find {paths} -maxdepth 0 -type f -printf '%m %u %g %p\\n'"
+            if paths else ":")
+    section("hashes", f"find {paths} -maxdepth 0 -type f -exec sha256sum -- {{}} +"
+            if paths else ":")
+    dirs = " ".join(q(d) for d in spec.dirs)
+    section("dirs", f"find {dirs} -maxdepth 0 -type d -printf '%m %u %g %p\\n'"
+            if dirs else ":")
     debs = " ".join(q(d) for d in spec.debs)
     if spec.kernel_headers:
         debs += ' "linux-headers-$(uname -r)"'
@@ -130,27 +144,37 @@ def survey_command(spec: SurveySpec) -> str:
     units = " ".join(q(u) for u in spec.units)
     section("units", "systemctl show -p Id,LoadState,ActiveState,SubState,UnitFileState "
             f"{units}" if units else ":")
-    section("installed", "ls -1 /etc/systemd/system | grep -E '^gpufleet-.+[.]service$'")
-    code = q("import importlib.metadata as m, sys; print(m.version(sys.argv[1]))")
-    venvs = "; ".join(f'[ -f {q(d)}/bin/activate ] && printf "%s %s\\n" {q(d)} '
-                      f'"$({q(d)}/bin/python -c {code} {q(dist)} || echo -)"'
-                      for d, dist in spec.venvs) or ":"
-    section("venvs", venvs)
+    section("installed", f'for f in {UNIT_DIR}/{PREFIX}?*{SUFFIX}; do [ -f "$f" ] && '
+            'echo "${f##*/}"; done')
+    section("venvs", "; ".join(_venv_version(d, dist) for d, dist in spec.venvs) or ":")
     section("images", f"{spec.engine} images --format '{{{{.Repository}}}}:{{{{.Tag}}}}'"
             if spec.engine else ":")
     section("markers", each(spec.markers, "m", '[ -f "$m" ] && echo "$m"'))
     section("passwd", f"getent passwd {q(spec.user)}" if spec.user else ":")
     section("groups", f"getent group {' '.join(q(g) for g in spec.groups)}"
             if spec.groups else ":")
-    section("sysctl", each(spec.sysctl, "k", 'printf "%s %s\\n" "$k" '
-                           '"$(cat /proc/sys/$(echo "$k" | tr . /))"'))
+    section("sysctl", "; ".join(f'read -r v < /proc/sys/{q(k.replace(".", "/"))} && '
+                                f'printf "%s %s\\n" {q(k)} "$v"' for k in spec.sysctl) or ":")
     # The driver's view (amdgpu DRM cards) rather than a rocm-smi run: the same GPUs, without a
     # Python start per host on every no-op; the deploy's own check and validate use rocm-smi.
     section("gpus", "for c in /sys/class/drm/card[0-9]*; do [ -e \"$c/device/vendor\" ] && "
-            "[ \"$(cat \"$c/device/vendor\")\" = 0x1002 ] && echo \"GPU[${c##*card}]\"; done"
-            if spec.gpus else ":")
+            "read -r v < \"$c/device/vendor\" && [ \"$v\" = 0x1002 ] && "
+            "echo \"GPU[${c##*card}]\"; done" if spec.gpus else ":")
     section("keyring", f"stat -c %a {q(spec.keyring)}" if spec.keyring else ":")
     return "\n".join(parts) + "\ntrue"
+
+
+def _venv_version(venv: str, dist: str) -> str:
+    """Shell: `VENV VERSION` from the distribution's METADATA (no Python start on a no-op);
+    Python's importlib.metadata only when no such dist-info folder is found (an egg, a name
+    spelled otherwise), `VENV -` when the distribution is absent."""
+    q = shlex.quote
+    folder = re.sub(r"[-_.]+", "_", dist)
+    code = q("import importlib.metadata as m, sys; print(m.version(sys.argv[1]))")
+    return (f'[ -f {q(venv)}/bin/activate ] && {{ v=$(sed -n "/^Version: /{{s///p;q}}" '
+            f'{q(venv)}/lib/python3*/site-packages/{q(folder)}-*.dist-info/METADATA | head -n1); '
+            f'[ -n "$v" ] || v=$({q(venv)}/bin/python -c {code} {q(dist)} || echo -); '
+            f'printf "%s %s\\n" {q(venv)} "$v"; }}')
 
 
 def parse_survey(lines: list[str]) -> Observed:
@@ -166,11 +190,11 @@ def parse_survey(lines: list[str]) -> Observed:
     seen.os = _os_release(raw["os"])
     seen.kernel = raw["kernel"][0].strip() if raw["kernel"] else ""
     seen.cmdline = " ".join(raw["cmdline"]).split()
-    seen.files = _files(raw["files"])
+    seen.files = _files(raw["files"], raw["hashes"])
     seen.dirs = {p[3]: (mode_text(p[0]), p[1], p[2]) for p in map(str.split, raw["dirs"])
                  if len(p) == 4}
     seen.debs = {p[1] for p in map(str.split, raw["debs"]) if len(p) == 2 and p[0] == "ii"}
-    seen.units = _units(raw["units"])
+    seen.units = parse_show(raw["units"])
     seen.installed = sorted(line.strip() for line in raw["installed"] if line.strip())
     seen.venvs = {p[0]: (p[1] if p[1] != "-" else None) for p in map(str.split, raw["venvs"])
                   if len(p) == 2}
@@ -189,27 +213,18 @@ def _os_release(lines: list[str]) -> dict[str, str]:
     return {k.strip(): v.strip().strip('"') for k, v in pairs}
 
 
-def _files(lines: list[str]) -> dict[str, tuple[str, str, str, str]]:
+def _files(stats: list[str], hashes: list[str]) -> dict[str, tuple[str, str, str, str]]:
+    """`MODE USER GROUP PATH` and sha256sum's `DIGEST  PATH` lines -> path -> the four."""
+    digests = {}
+    for line in hashes:
+        digest, _, path = line.partition(" ")
+        digests[path.lstrip(" *")] = digest
     states = {}
-    for line in lines:
-        parts = line.split(maxsplit=4)
-        if len(parts) == 5:
-            states[parts[4].lstrip("*")] = (mode_text(parts[0]), parts[1], parts[2], parts[3])
+    for line in stats:
+        parts = line.split(maxsplit=3)
+        if len(parts) == 4 and parts[3] in digests:
+            states[parts[3]] = (mode_text(parts[0]), parts[1], parts[2], digests[parts[3]])
     return states
-
-
-def _units(lines: list[str]) -> dict[str, dict[str, str]]:
-    units: dict[str, dict[str, str]] = {}
-    block: dict[str, str] = {}
-    for line in [*lines, ""]:
-        if "=" in line:
-            key, _, value = line.partition("=")
-            block[key.strip()] = value.strip()
-        elif block:
-            if block.get("Id"):
-                units[block["Id"]] = block
-            block = {}
-    return units
 
 
 def _passwd(lines: list[str]) -> dict[str, tuple[str, str]]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpufleet.gpus import GIB
+from gpufleet.host.layout import unit_id as unit_of
 from gpufleet.plan import Finding, PlannedHost, PlannedService
 from gpufleet.probe import Probe
 from gpufleet.smi import Snapshot
@@ -46,10 +47,6 @@ class HostReading:
     probes: dict[str, Probe] = field(default_factory=dict)
     uptimes: dict[str, float] = field(default_factory=dict)  # "gpufleet-x" -> seconds active
     error: str | None = None  # the host could not be read at all
-
-
-def unit_of(service: str) -> str:
-    return f"gpufleet-{service}"
 
 
 def unit_from_cgroup(text: str) -> str | None:

@@ -28,11 +28,12 @@ from support import REPO, run_cli
 
 from gpufleet.cli import main as gpufleet
 from gpufleet.env import Environment
+from gpufleet.host.ssh import Session, SshTarget
+from gpufleet.host.systemctl import by_service, parse_show
 from gpufleet.lab import Lab, destroy_host, recreate_host
 from gpufleet.lab import cut_link as lab_cut_link
 from gpufleet.lab import restore_link as lab_restore_link
 from gpufleet.lab.fleet import write_lab_fleet
-from gpufleet.remote import Session, SshTarget, parse_show
 
 SERVICES = ("chat", "embed", "tiny", "rerank", "asr")
 
@@ -67,8 +68,7 @@ def units(lab: Lab, host: str) -> dict[str, dict[str, str]]:
     """MainPID and start/active timestamps (unix seconds) of the gpufleet units on a host."""
     out = sh(lab, host, "systemctl show --timestamp=unix -p Id,MainPID,ActiveState,"
                         "ExecMainStartTimestamp,ActiveEnterTimestamp 'gpufleet-*.service'")
-    return {unit.removeprefix("gpufleet-"): props for unit, props in parse_show(out).items()
-            if unit.startswith("gpufleet-")}
+    return by_service(parse_show(out))
 
 
 def stamp(value: str) -> float:

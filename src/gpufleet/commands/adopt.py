@@ -21,8 +21,8 @@ from gpufleet.adopt import (
 )
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
+from gpufleet.host.ssh import HostUnreachable, Session, SshTarget
 from gpufleet.inventory import Fleet, Host
-from gpufleet.remote import HostUnreachable, Session, SshTarget
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]

@@ -22,9 +22,9 @@ from gpufleet.deploys.target import HostTarget
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.fleetlock import FleetLocked, Holder, fleet_lock
+from gpufleet.host.ssh import expand_path
 from gpufleet.inventory import RolloutPolicy
 from gpufleet.plan import Plan, build_plan
-from gpufleet.remote import expand_path
 from gpufleet.rollout import HostOutcome, RolloutResult, roll_out, ssh_target
 
 
@@ -59,8 +59,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     return p
 
 
+def deploy_plan(path: str, host: str | None, sets: list[str]) -> Plan:
+    """The plan a deploy or rebuild renders and applies: the inventory with the run's `--set`
+    values over its settings (one resolver for the units and the deploys)."""
+    overrides = dict(parse_setting(text) for text in sets)
+    return build_plan(inventory.load(path).with_overrides(overrides), only_host=host)
+
+
 def run(args: argparse.Namespace, env: Environment) -> int:
-    plan = build_plan(inventory.load(args.inventory), only_host=args.host)
+    plan = deploy_plan(args.inventory, args.host, args.set)
     if plan.has_errors:
         errors = sum(f.severity == "error" for f in plan.findings)
         if not args.force:
@@ -73,14 +80,13 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     except ValueError as exc:
         raise InputError(f"--steps: {exc}") from None
     check_settings(plan)
-    settings = dict(parse_setting(text) for text in args.set)
     progress = StepProgress(env)
     fleet = plan.inventory.fleet
     ssh = SshOverride(key=expand_path(args.ssh_key or fleet.ssh_key),
                       known_hosts=expand_path(args.known_hosts or fleet.ssh_known_hosts))
 
     def make_run(targets: list[HostTarget]) -> FleetDeploy:
-        return FleetDeploy(targets, steps=steps, settings=settings, ssh=ssh,
+        return FleetDeploy(targets, steps=steps, ssh=ssh,
                            callbacks=[progress.callbacks])
 
     targets = host_targets(plan)
@@ -103,8 +109,9 @@ def run(args: argparse.Namespace, env: Environment) -> int:
                               sessions=locks.sessions)
             result.hosts = _with_unreachable(result.hosts, targets, locks.unreachable)
             validation = None
-            if not args.no_validate and result.ok and "services" in steps:
-                validation = _validate(plan, args, env, locks.sessions)
+            changed = [h.name for h in result.hosts if h.status == "updated"]
+            if not args.no_validate and result.ok and "services" in steps and changed:
+                validation = _validate(plan, changed, args, locks.sessions)
     except FleetLocked as exc:
         busy = exc.busy or {t.name: str(exc).split(": refusing")[0] for t in targets}
         locked = RolloutResult([HostOutcome(t.name, status="locked" if t.name in busy
@@ -180,16 +187,20 @@ def rollout_policy(policy: RolloutPolicy, args: argparse.Namespace) -> RolloutPo
     return policy.model_copy(update=changes)
 
 
-def _validate(plan: Plan, args: argparse.Namespace, env: Environment,
+def _validate(plan: Plan, changed: list[str], args: argparse.Namespace,
               sessions: Any = None) -> dict[str, Any]:
-    """The last step of every deploy: the GPUs themselves against the plan."""
+    """The last step of a deploy that changed hosts: their GPUs against the plan. A host the
+    survey found as planned had nothing applied, so there is nothing of this run to check
+    there (`gpufleet validate` reads the whole running fleet)."""
     from gpufleet.fleetread import read_fleet
     from gpufleet.validate import compare
 
     readings = read_fleet(plan, ssh_key=args.ssh_key, known_hosts=args.known_hosts,
-                          sessions=sessions)
-    findings = [f for h in plan.hosts for f in compare(h, readings[h.name])]
-    return {"ok": not any(f.severity == "error" for f in findings), "findings": findings}
+                          sessions=sessions, only=changed)
+    findings = [f for h in plan.hosts if h.name in readings
+                for f in compare(h, readings[h.name])]
+    return {"ok": not any(f.severity == "error" for f in findings), "hosts": list(changed),
+            "findings": findings}
 
 
 STATUS_STYLE = {"unchanged": "green", "updated": "green", "rolled-back": "yellow",
@@ -207,8 +218,9 @@ def show_result(result: RolloutResult, env: Environment, as_json: bool,
 
         for f in validation["findings"]:
             env.out.print(finding_line(f))
-        env.out.print("[green]validation passed[/]" if validation["ok"]
-                      else "[bold red]validation failed[/]", markup=True)
+        where = f" ({len(validation['hosts'])} changed host(s))"
+        env.out.print(f"[green]validation passed[/]{where}" if validation["ok"]
+                      else f"[bold red]validation failed[/]{where}", markup=True)
 
 
 def show_rollout(result: RolloutResult, env: Environment) -> None:
@@ -225,7 +237,8 @@ def show_rollout(result: RolloutResult, env: Environment) -> None:
     counts = {s: sum(h.status == s for h in result.hosts) for s in STATUS_STYLE}
     env.out.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + " host(s)"
                   + ("" if any(h.status != "unchanged" for h in result.hosts)
-                     else ": nothing to change"))
+                     else ": nothing to change, so nothing to validate "
+                     "(`gpufleet validate` reads the running fleet)"))
     for h in result.hosts:  # one unwrapped line per failure: greppable, copy-pastable
         for svc, why in h.failures.items():
             env.out.print(Text.assemble(("failed", "red"), f" {h.name}/{svc}: "
@@ -239,7 +252,8 @@ def result_json(result: RolloutResult, validation: dict[str, Any] | None) -> dic
         "halted": result.halted,
         "hosts": [host_json(h) for h in result.hosts],
         "validation": None if validation is None else {
-            "ok": validation["ok"], "findings": [f.to_dict() for f in validation["findings"]]},
+            "ok": validation["ok"], "hosts": validation["hosts"],
+            "findings": [f.to_dict() for f in validation["findings"]]},
     }
 
 

@@ -14,8 +14,9 @@ from gpufleet.commands.validate import add_ssh_args
 from gpufleet.drift import compare_files, compare_processes, compare_versions, read_drift
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
+from gpufleet.host.layout import container_name
+from gpufleet.host.ssh import HostUnreachable, Session, SshTarget
 from gpufleet.plan import Finding, Plan, PlannedHost, build_plan
-from gpufleet.remote import HostUnreachable, Session, SshTarget
 from gpufleet.render import render_host
 from gpufleet.secrets import resolve_secrets
 from gpufleet.views import finding_line
@@ -42,7 +43,7 @@ def host_drift(plan: Plan, host: PlannedHost, args: argparse.Namespace,
     except HostUnreachable as exc:
         return [Finding("error", "host_unreachable", str(exc), host.name)]
     rendered = render_host(plan, host.name, secrets)
-    images = {f"gpufleet-{s.name}": s.service.image or fleet.image or ""
+    images = {container_name(s.name): s.service.image or fleet.image or ""
               for s in host.services} if fleet.runtime == "container" else {}
     return (compare_files(host.name, rendered, reading.hashes, secrets is not None)
             + compare_processes(host, reading.processes)

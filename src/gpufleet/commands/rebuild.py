@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 
-from gpufleet import inventory
 from gpufleet.commands import deploy
 from gpufleet.commands.validate import add_ssh_args
 from gpufleet.deploys.site import STEPS
@@ -18,8 +17,8 @@ from gpufleet.drift import compare_files, read_drift
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.fleetread import read_fleet
-from gpufleet.plan import Plan, PlannedHost, build_plan
-from gpufleet.remote import HostUnreachable, Session, SshTarget
+from gpufleet.host.ssh import HostUnreachable, Session, SshTarget
+from gpufleet.plan import Plan, PlannedHost
 from gpufleet.render import render_host
 from gpufleet.validate import compare
 
@@ -67,7 +66,7 @@ def matches_plan(plan: Plan, host: PlannedHost, args: argparse.Namespace) -> boo
 def run(args: argparse.Namespace, env: Environment) -> int:
     if not args.inventory:
         raise InputError("which inventory? pass -i INVENTORY (or set GPUFLEET_INVENTORY)")
-    plan = build_plan(inventory.load(args.inventory), only_host=args.host)
+    plan = deploy.deploy_plan(args.inventory, args.host, args.set)  # --set reaches its check
     host = plan.hosts[0]
     describe(host, env)
     if not args.force and matches_plan(plan, host, args):

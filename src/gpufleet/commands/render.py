@@ -16,12 +16,13 @@ from pathlib import Path, PurePosixPath
 from gpufleet import inventory
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
+from gpufleet.host.layout import CONFIG_DIR, PREFIX, SUFFIX, UNIT_DIR
 from gpufleet.plan import Plan, build_plan
-from gpufleet.render import CONFIG_DIR, UNIT_DIR, RenderedFile, render_plan
+from gpufleet.render import RenderedFile, render_plan
 from gpufleet.views import finding_line
 
 # What render owns in a host folder: only these names are ever removed as stale.
-_OWNED = ((UNIT_DIR, re.compile(r"gpufleet-[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.service")),
+_OWNED = ((UNIT_DIR, re.compile(rf"{PREFIX}[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\{SUFFIX}")),
           (CONFIG_DIR, re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.env")))
 
 

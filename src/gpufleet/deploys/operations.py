@@ -19,6 +19,7 @@ from gpufleet.facts import (
     RocmSmiGpuCount,
     UnitStates,
     VenvDistVersion,
+    host_state_fact,
     mode_text,
     normalize_image,
 )
@@ -97,7 +98,7 @@ def atomic_file(dest: str, content: str, mode: str = "644", user: str = "root",
     + batch: every path the deploy manages on this host, read in one command (FileStates)
     """
     want = (mode_text(mode), user, group, hashlib.sha256(content.encode()).hexdigest())
-    have = host.get_fact(FileStates, paths=tuple(batch) or (dest,)).get(dest)
+    have = host_state_fact(host, FileStates, paths=tuple(batch) or (dest,)).get(dest)
     if have == want:
         host.noop(f"{dest} is up to date")
         return
@@ -201,7 +202,7 @@ def unit_running(unit: str, batch: tuple[str, ...] = ()):
     + unit: the unit's full name
     + batch: every unit the deploy manages, read in one `systemctl show` (UnitStates)
     """
-    state = host.get_fact(UnitStates, units=tuple(batch) or (unit,)).get(unit, {})
+    state = host_state_fact(host, UnitStates, units=tuple(batch) or (unit,)).get(unit, {})
     if state.get("UnitFileState") != "enabled":
         yield StringCommand("systemctl", "enable", unit)
     if state.get("ActiveState") not in ("active", "activating", "reloading"):

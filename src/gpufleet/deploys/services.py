@@ -18,15 +18,8 @@ from gpufleet.deploys import wanted
 from gpufleet.deploys.settings import defaults
 from gpufleet.deploys.target import HostTarget
 from gpufleet.facts import GpufleetUnits
-from gpufleet.render import TARGET, UNIT_DIR, RenderedFile, env_file_path, unit_name
-
-
-def owner_of(path: str, services: list[str]) -> str | None:
-    """The service a rendered file belongs to (its unit or its env file), if any."""
-    for name in services:
-        if path in (f"{UNIT_DIR}/{unit_name(name)}", env_file_path(name)):
-            return name
-    return None
+from gpufleet.host.layout import TARGET, UNIT_DIR, env_file_path, owner_of, unit_name
+from gpufleet.render import RenderedFile
 
 
 @deploy("Services", data_defaults=defaults())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from gpufleet.inventory import Fleet
 from gpufleet.plan import PlannedHost, PlannedService
@@ -27,6 +28,9 @@ class HostTarget:
     planned: PlannedHost
     files: tuple[RenderedFile, ...]
     tokens: dict[str, str] = field(default_factory=dict, repr=False)
+    # Every knob's value for the host, from the resolver that rendered `files`
+    # (gpufleet.settings.resolve): the deploys' pyinfra host data is exactly this.
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def services(self) -> list[PlannedService]:

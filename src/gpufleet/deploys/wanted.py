@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from gpufleet.deploys.target import HostTarget, ModelPull
+from gpufleet.host.layout import TARGET, UNIT_DIR, unit_name
 from gpufleet.inventory import Kind, marker_file, token_file
-from gpufleet.render import TARGET, UNIT_DIR, unit_name
 
 Settings = Mapping[str, Any]
 PIN_FILE = "/etc/apt/preferences.d/rocm-pin-600"
 SOURCES_DIR = "/etc/apt/sources.list.d"
 GRUB_DROPIN = 'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT iommu=pt"\n'
 NUMA_KEY = "kernel.numa_balancing"
-FETCH_SCRIPT = Path(__file__).with_name("files") / "fetch_model.py"
+FETCH_SCRIPT = Path(__file__).parents[1] / "host" / "scripts" / "fetch_model.py"
 
 # (distribution, major version) -> (AMD repository codename, oldest ROCm release supporting it)
 SUPPORTED = {

@@ -11,11 +11,11 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import paramiko
 
 from gpufleet.errors import GpufleetError
-from gpufleet.inventory import Fleet, Host
 
 
 class HostUnreachable(GpufleetError):
@@ -27,6 +27,26 @@ class Result:
     rc: int
     stdout: str
     stderr: str
+
+
+class HostAddress(Protocol):
+    """How to reach a host (an inventory host has these)."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def ssh_user(self) -> str: ...
+    @property
+    def ssh_port(self) -> int: ...
+
+
+class SshDefaults(Protocol):
+    """The fleet's SSH defaults (an inventory fleet has these)."""
+
+    @property
+    def ssh_key(self) -> str | None: ...
+    @property
+    def ssh_known_hosts(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -42,8 +62,8 @@ class SshTarget:
     def of(
         cls,
         name: str,
-        host: Host,
-        fleet: Fleet,
+        host: HostAddress,
+        fleet: SshDefaults,
         key: str | None = None,
         known_hosts: str | None = None,
     ) -> SshTarget:
@@ -61,16 +81,6 @@ class SshTarget:
 def expand_path(path: str | None) -> str | None:
     """`~/x` -> `/root/x`; None stays None (settings that fall back to a default)."""
     return str(Path(path).expanduser()) if path else None
-
-
-def parse_show(text: str) -> dict[str, dict[str, str]]:
-    """`systemctl show -p Id,...` output for several units -> unit (no .service) -> properties."""
-    units = {}
-    for block in text.strip().split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if props.get("Id"):
-            units[props["Id"].removesuffix(".service")] = props
-    return units
 
 
 def connect_error(exc: BaseException) -> str:

@@ -1,0 +1,42 @@
+"""The import-layer contract (.ci/layers.py) holds for the package, and catches what it forbids."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+from support import REPO
+
+LAYERS = runpy.run_path(str(REPO / ".ci" / "layers.py"))
+
+
+def test_the_package_keeps_its_layers() -> None:
+    assert LAYERS["violations"]() == []
+
+
+def test_each_rule_catches_a_violation(tmp_path: Path) -> None:
+    pkg = tmp_path / "gpufleet"
+    (pkg / "host" / "scripts").mkdir(parents=True)
+    (pkg / "commands").mkdir()
+    files = {
+        "host/ssh.py": "from gpufleet.plan import Plan\n",
+        "host/scripts/probe.py": "import json\nfrom gpufleet.errors import InputError\n",
+        "probe.py": "def f():\n    from gpufleet.host.scripts import probe\n",
+        "plan.py": "import paramiko\nfrom typing import TYPE_CHECKING\n"
+                   "if TYPE_CHECKING:\n    from gpufleet.cli import main\n",
+        "render.py": "from gpufleet.commands import deploy\n",
+        "rollout.py": "from gpufleet.lab import up\n",
+        "commands/deploy.py": "from gpufleet.commands import validate\nfrom gpufleet import plan\n",
+        "commands/lab.py": "from gpufleet.lab import up\n",
+    }
+    for rel, text in files.items():
+        (pkg / rel).write_text(text)
+    found = "\n".join(LAYERS["violations"](pkg))
+    assert "host/ssh.py: host/ imports gpufleet.plan" in found
+    assert "host/scripts/probe.py: a host script imports gpufleet.errors" in found
+    assert "probe.py: imports gpufleet.host.scripts" in found
+    assert "plan.py: the pure stage plan imports paramiko" in found
+    assert "gpufleet.cli" not in found  # under TYPE_CHECKING: a type, not an import
+    assert "render.py: imports gpufleet.commands" in found
+    assert "rollout.py: imports gpufleet.lab" in found
+    assert "src/gpufleet/commands/" not in found  # the CLI layer may use commands/ and the lab
