@@ -52,10 +52,10 @@ from gpufleet.env import Environment
 from gpufleet.host.layout import UNIT_DIR, unit_name
 from gpufleet.host.ssh import Session, SshTarget
 from gpufleet.host.systemctl import parse_show
-from gpufleet.lab import LabConfig, down, preflight_problem, up
-from gpufleet.lab.fleet import write_lab_fleet
 from gpufleet.plan import build_plan
 from gpufleet.render import RenderedFile
+from gpufleet_lab import LabConfig, down, preflight_problem, up
+from gpufleet_lab.fleet import write_lab_fleet
 
 Row = tuple[str, float, int, int, float, float]
 

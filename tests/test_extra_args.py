@@ -154,7 +154,7 @@ def test_docling_extra_args_stay_free_text():
 
 
 def test_every_flag_of_the_lab_double_is_in_the_table():
-    from gpufleet.lab.vllm_double.vllm.args import build_parser
+    from gpufleet_lab.vllm_double.vllm.args import build_parser
 
     known = set(vllm_flags.FLAGS) | set(vllm_flags.SHORT)
     for action in build_parser()._actions:

@@ -25,9 +25,9 @@ def test_each_rule_catches_a_violation(tmp_path: Path) -> None:
         "plan.py": "import paramiko\nfrom typing import TYPE_CHECKING\n"
                    "if TYPE_CHECKING:\n    from gpufleet.cli import main\n",
         "render.py": "from gpufleet.commands import deploy\n",
-        "rollout.py": "from gpufleet.lab import up\n",
+        "rollout.py": "from gpufleet_lab import up\n",
         "commands/deploy.py": "from gpufleet.commands import validate\nfrom gpufleet import plan\n",
-        "commands/lab.py": "from gpufleet.lab import up\n",
+        "commands/plan.py": "from gpufleet.commands import deploy\n",
     }
     for rel, text in files.items():
         (pkg / rel).write_text(text)
@@ -38,5 +38,5 @@ def test_each_rule_catches_a_violation(tmp_path: Path) -> None:
     assert "plan.py: the pure stage plan imports paramiko" in found
     assert "gpufleet.cli" not in found  # under TYPE_CHECKING: a type, not an import
     assert "render.py: imports gpufleet.commands" in found
-    assert "rollout.py: imports gpufleet.lab" in found
+    assert "rollout.py: imports gpufleet_lab (the product never uses the lab)" in found
     assert "src/gpufleet/commands/" not in found  # the CLI layer may use commands/ and the lab

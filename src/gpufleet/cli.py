@@ -3,6 +3,8 @@
 Each subcommand lives in `gpufleet.commands.<name>` and exposes:
     add_parser(subparsers) -> argparse.ArgumentParser   (sets `func` via set_defaults)
     run(args, env) -> int                              (returns an ExitStatus)
+Other distributions add commands the same way through the `gpufleet.commands` entry point
+group (the lab, `pip install -e ./lab`, adds `gpufleet lab`).
 `main()` owns error handling and exit codes (httpie style): a GpufleetError becomes a short message
 and its exit status, never a traceback.
 """
@@ -13,6 +15,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
+from typing import Any
 
 from gpufleet import __version__
 from gpufleet.env import Environment
@@ -20,9 +24,12 @@ from gpufleet.errors import ExitStatus, GpufleetError
 
 COMMANDS = [
     "plan", "estimate", "models", "render", "deploy", "validate", "status", "drift", "rebuild",
-    "adopt",
-    "smi", "lab",
+    "adopt", "smi",
 ]
+ENTRY_POINTS = "gpufleet.commands"
+# Commands of other distributions, and how to get each when it is missing.
+OPTIONAL = {"lab": ("boot, inspect and remove lab test hosts (needs the gpufleet-lab "
+                    "distribution)", "pip install -e ./lab (from a gpufleet checkout)")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,11 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMANDS:
         importlib.import_module(f"gpufleet.commands.{name}").add_parser(sub)
+    installed = plugins()
+    for _, ep in sorted(installed.items()):
+        ep.load().add_parser(sub)
+    for name, (help_text, _) in OPTIONAL.items():
+        if name not in installed:  # still listed, so --help says what it needs
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
+def plugins() -> dict[str, Any]:
+    """Commands other installed distributions register, by name."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
+
+
 def program(argv: Sequence[str], env: Environment) -> int:
-    args = build_parser().parse_args(list(argv))
+    argv = list(argv)
+    if argv and argv[0] in OPTIONAL and argv[0] not in plugins():
+        env.error(f"`gpufleet {argv[0]}` is not installed: {OPTIONAL[argv[0]][1]}")
+        return ExitStatus.BAD_INPUT
+    args = build_parser().parse_args(argv)
     return int(args.func(args, env))
 
 

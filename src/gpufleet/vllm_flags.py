@@ -6,8 +6,8 @@ and a flag the plan decides (utilization, lengths, parallelism, host and port, .
 pointing at the inventory key to set instead, so the plan stays the single source of truth.
 
 The table is static. It holds every flag of the lab's vLLM test double
-(gpufleet/lab/vllm_double/vllm/args.py, which mirrors vLLM's own parser) plus the other flags
-of `vllm serve --help` for the 0.9-0.19 releases; the product never imports the lab.
+(lab/src/gpufleet_lab/vllm_double/vllm/args.py, which mirrors vLLM's own parser) plus the other
+flags of `vllm serve --help` for the 0.9-0.19 releases; the product never imports the lab.
 Spelling follows vLLM's FlexibleArgumentParser: `--max_model_len` is `--max-model-len`,
 `--flag=value` is `--flag value`, boolean flags also have a `--no-` form, and JSON-valued
 flags take dotted sub-keys (`--compilation-config.level 3`, `-O3`).

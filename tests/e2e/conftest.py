@@ -17,8 +17,8 @@ from typing import IO
 
 import pytest
 
-from gpufleet import lab as labmod
-from gpufleet.lab import Lab, LabConfig
+import gpufleet_lab as labmod
+from gpufleet_lab import Lab, LabConfig
 
 E2E_DIR = Path(__file__).parent
 LAB_HOSTS = 3

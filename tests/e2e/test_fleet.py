@@ -30,10 +30,10 @@ from gpufleet.cli import main as gpufleet
 from gpufleet.env import Environment
 from gpufleet.host.ssh import Session, SshTarget
 from gpufleet.host.systemctl import by_service, parse_show
-from gpufleet.lab import Lab, destroy_host, recreate_host
-from gpufleet.lab import cut_link as lab_cut_link
-from gpufleet.lab import restore_link as lab_restore_link
-from gpufleet.lab.fleet import write_lab_fleet
+from gpufleet_lab import Lab, destroy_host, recreate_host
+from gpufleet_lab import cut_link as lab_cut_link
+from gpufleet_lab import restore_link as lab_restore_link
+from gpufleet_lab.fleet import write_lab_fleet
 
 SERVICES = ("chat", "embed", "tiny", "rerank", "asr")
 
@@ -218,6 +218,40 @@ def test_failed_change_is_rolled_back_on_the_first_host(lab: Lab, inv: Path) -> 
     assert run_cli("validate", str(inv)).exit_status == 0
 
 
+def test_a_model_bigger_than_the_plan_fails_its_start_and_is_rolled_back(
+        lab: Lab, inv: Path) -> None:
+    """The lab's vLLM needs more than the plan thinks (a test sets the double's weights to
+    40 GiB): the plan cannot know and says it fits, the start fails with vLLM's own error, the
+    host is rolled back, and the report names the service and the error."""
+    first, rest = hosts(lab)[0], hosts(lab)[1:]
+    before = units(lab, first)["tiny"]
+    good = inv.read_text()
+    big = json.dumps({"weights_bytes": 40 << 30})
+
+    def heavier(doc: dict[str, Any]) -> None:
+        for h in doc["hosts"]:
+            tiny = service(doc, h, "tiny")
+            tiny["env"] = {**tiny.get("env", {}), "VLLM_TEST_DOUBLE_MEMORY": big}
+
+    edit(inv, heavier)
+    try:
+        planned = run_cli("plan", str(inv), "--json")
+        assert planned.exit_status == 0  # the planner believes the model fits
+        result = deploy(inv, "--json")
+    finally:
+        inv.write_text(good)
+    report = json.loads(result.stdout)
+    assert result.exit_status == 1 and report["ok"] is False
+    assert [h["status"] for h in report["hosts"]] == ["rolled-back"] + ["skipped"] * len(rest)
+    tiny = {s["name"]: s for s in report["hosts"][0]["services"]}["tiny"]
+    assert tiny["action"] == "rolled-back" and tiny["restarted"]
+    assert "No available memory for the cache blocks" in tiny["error"]
+    assert "VLLM_TEST_DOUBLE_MEMORY" not in sh(lab, first, "cat /etc/gpufleet/tiny.env")
+    after = units(lab, first)["tiny"]
+    assert after["ActiveState"] == "active" and after["MainPID"] != before["MainPID"]
+    assert run_cli("validate", str(inv)).exit_status == 0  # back on the known-good set
+
+
 class CutWhenReached(io.StringIO):
     """stderr that cuts a host's link the moment the rollout announces the batch holding it:
     the host is lost mid-rollout, after the hosts before it were updated."""
@@ -259,9 +293,10 @@ def test_host_lost_mid_rollout_halts_then_converges(lab: Lab, inv: Path) -> None
 def test_validate_names_host_gpu_and_service(lab: Lab, inv: Path) -> None:
     assert run_cli("validate", str(inv)).exit_status == 0
     h1, h2, h3 = hosts(lab)
-    # 30 % more memory than planned: embed on h1 (the double's deviation knob, set by hand)
-    sh(lab, h1, "echo VLLM_TEST_DOUBLE_VRAM_DEVIATION=0.3 >> /etc/gpufleet/embed.env && "
-                "systemctl restart gpufleet-embed")
+    # 30 % more memory than planned: chat on h1 (the double's deviation knob, set by hand; chat
+    # holds its whole budget, as every model with a KV cache does)
+    sh(lab, h1, "echo VLLM_TEST_DOUBLE_VRAM_DEVIATION=0.3 >> /etc/gpufleet/chat.env && "
+                "systemctl restart gpufleet-chat")
     # a process on the wrong GPU: tiny on h2 pinned to GPU 3 by an edited unit
     sh(lab, h2, "sed -i 's/HIP_VISIBLE_DEVICES=1/HIP_VISIBLE_DEVICES=3/' "
                 "/etc/systemd/system/gpufleet-tiny.service && systemctl daemon-reload && "
@@ -275,7 +310,7 @@ def test_validate_names_host_gpu_and_service(lab: Lab, inv: Path) -> None:
     assert result.exit_status == 1
     found = {(f["code"], f["host"], f["gpu"], f["service"])
              for f in json.loads(result.stdout)["findings"]}
-    assert ("service_memory_over", h1, 0, "embed") in found
+    assert ("service_memory_over", h1, 0, "chat") in found
     assert ("wrong_gpu", h2, 3, "tiny") in found
     assert any(code == "service_unhealthy" and (host, svc) == (h3, "chat")
                for code, host, _, svc in found)

@@ -23,10 +23,10 @@ from test_fleet import SERVICES, deploy, edit, hosts, service, sh, units
 
 from gpufleet import inventory
 from gpufleet.deploy import FleetDeploy, SshOverride, host_targets
-from gpufleet.lab import Lab
-from gpufleet.lab.fleet import write_lab_fleet
-from gpufleet.lab.hosts import exec_in
 from gpufleet.plan import build_plan
+from gpufleet_lab import Lab
+from gpufleet_lab.fleet import write_lab_fleet
+from gpufleet_lab.hosts import exec_in
 
 MANAGED = "/etc/systemd/system/gpufleet-*.service /etc/systemd/system/gpufleet.target " \
           "/etc/gpufleet/*.env /etc/gpufleet/plan.json"
@@ -283,7 +283,7 @@ def test_a_new_secret_file_is_never_wider_than_0600(lab: Lab, inv: Path) -> None
 
 
 def _pid1(lab: Lab, host: str) -> int:
-    from gpufleet.lab import procs
+    from gpufleet_lab import procs
 
     pid = procs.guest_init_pid(lab.config, host)
     assert pid is not None

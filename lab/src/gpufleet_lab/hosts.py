@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpufleet.lab import machine, mirror, net, procs, ssh
-from gpufleet.lab.base import build_base
-from gpufleet.lab.config import MAX_HOSTS, Lab, LabConfig, LabHost
-from gpufleet.lab.sh import LabError, log, preflight_problem, run, write
+from gpufleet_lab import machine, mirror, net, procs, ssh
+from gpufleet_lab.base import build_base
+from gpufleet_lab.config import MAX_HOSTS, Lab, LabConfig, LabHost
+from gpufleet_lab.sh import LabError, log, preflight_problem, run, write
 
 FAKEGPU = Path(__file__).with_name("fakegpu.py")
 FAKEGPU_IN_HOST = "/usr/local/lib/gpufleet-lab/fakegpu.py"

@@ -13,9 +13,9 @@ from rich.table import Table
 
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, GpufleetError, InputError
-from gpufleet.lab import Lab, LabConfig, LabError, down, preflight_problem, status, up
-from gpufleet.lab.config import MAX_HOSTS
-from gpufleet.lab.fleet import write_lab_fleet
+from gpufleet_lab import Lab, LabConfig, LabError, down, preflight_problem, status, up
+from gpufleet_lab.config import MAX_HOSTS
+from gpufleet_lab.fleet import write_lab_fleet
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -74,7 +74,7 @@ def _log_to(env: Environment) -> Iterator[None]:
         def emit(self, record: logging.LogRecord) -> None:
             env.err.print(f"[dim]{record.getMessage()}[/]", markup=True, highlight=False)
 
-    logger = logging.getLogger("gpufleet.lab")
+    logger = logging.getLogger("gpufleet_lab")
     handler, old_level = _Handler(logging.INFO), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

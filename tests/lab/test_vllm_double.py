@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from gpufleet.lab import fakegpu
-from gpufleet.lab.vllm_double import _build, build_wheel
+from gpufleet_lab import fakegpu
+from gpufleet_lab.vllm_double import build_wheel
 
 GIB = 1 << 30
 SMALL = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -253,12 +254,14 @@ def test_whisper_accepts_a_multipart_transcription(start) -> None:  # type: igno
     assert status == 200 and "text" in json.loads(text)
 
 
-def test_wheel_is_named_vllm_vendors_the_planner_and_says_what_it_is(site: Path) -> None:
+def test_wheel_is_named_vllm_holds_no_planner_and_says_what_it_is(site: Path) -> None:
     wheel = next(site.parent.glob("vllm-*.whl"))
     assert wheel.name == "vllm-0.11.0+testdouble-py3-none-any.whl"
-    memory = (site / "vllm/_planner/memory.py").read_text()
-    assert "from vllm._planner.models import" in memory and "from gpufleet" not in memory
-    assert (site / "vllm/_planner/catalog").is_dir()
+    assert not (site / "vllm/_planner").exists()
+    sources = {p: p.read_text() for p in (site / "vllm").rglob("*.py")}
+    planner = re.compile(r"^\s*(from|import)\s+gpufleet(\.|\s|$)", re.M)  # not gpufleet_lab
+    assert sources and not [p for p, text in sources.items() if planner.search(text)]
+    assert "Qwen/Qwen2.5-0.5B-Instruct" in json.loads((site / "vllm/startups.json").read_text())
     entry = next(site.glob("vllm-*.dist-info")) / "entry_points.txt"
     assert "vllm = vllm.entrypoints.cli.main:main" in entry.read_text()
     out = subprocess.run([sys.executable, "-m", "vllm", "--version"], capture_output=True,
@@ -266,9 +269,37 @@ def test_wheel_is_named_vllm_vendors_the_planner_and_says_what_it_is(site: Path)
     assert out.stdout.strip() == "0.11.0 (vllm-test-double)"
 
 
-def test_rewrite_points_gpufleet_imports_at_the_vendored_planner() -> None:
-    text = 'from gpufleet.errors import InputError\nx = resources.files("gpufleet")\n'
-    assert _build._rewrite(text, "m.py") == (
-        'from vllm._planner.errors import InputError\nx = resources.files("vllm._planner")\n')
-    with pytest.raises(RuntimeError):
-        _build._rewrite("import gpufleet.models\n", "m.py")
+# ---------------------------------------------------------------- memory a test sets
+
+
+def test_weights_larger_than_the_budget_leave_no_kv_cache(start, gpus: Path) -> None:  # type: ignore[no-untyped-def]
+    memory = json.dumps({"weights_bytes": 30 * GIB})  # a checkpoint 30x what the plan thinks
+    code, err = start("--gpu-memory-utilization", "0.1", "--max-model-len", "4096",
+                      VLLM_TEST_DOUBLE_MEMORY=memory).finish()
+    assert code == 1
+    assert "ValueError: No available memory for the cache blocks" in err
+    assert "EngineCore failed to start" in err and _used(gpus) == IDLE
+
+
+def test_a_kv_cache_too_small_for_max_model_len_fails_with_vllms_numbers(start) -> None:  # type: ignore[no-untyped-def]
+    # 0.1 x 192 GiB = 19.2 GiB, 18.9 GiB of it weights: ~0.1 GiB of KV at 1 MiB per token
+    memory = json.dumps({"weights_bytes": int(18.9 * GIB), "kv_bytes_per_token": 1 << 20})
+    code, err = start("--gpu-memory-utilization", "0.1", "--max-model-len", "4096",
+                      "--max-num-batched-tokens", "1024", VLLM_TEST_DOUBLE_MEMORY=memory).finish()
+    assert code == 1
+    assert "To serve at least one request with the models's max seq len (4096), (4.00 GiB KV " \
+           "cache is needed" in err
+    assert "the estimated maximum model length is" in err
+
+
+def test_an_encoder_only_model_holds_its_weights_not_the_budget(start, gpus: Path) -> None:  # type: ignore[no-untyped-def]
+    double = start("--gpu-memory-utilization", "0.3", model="intfloat/multilingual-e5-large")
+    assert double.wait_ready()
+    held = _used(gpus) - IDLE
+    assert 1 * GIB < held < 3 * GIB  # weights + activation + context, no KV cache
+    assert held < 0.3 * 206141652992
+
+
+def test_the_double_knows_only_the_models_it_has_numbers_for(start) -> None:  # type: ignore[no-untyped-def]
+    code, err = start("--gpu-memory-utilization", "0.1", model="org/unknown-model").finish()
+    assert code == 1 and "is not a valid model identifier" in err

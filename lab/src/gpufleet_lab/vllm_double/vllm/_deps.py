@@ -1,4 +1,4 @@
-"""Where the double's planner and fakegpu come from: vendored in the wheel, else gpufleet."""
+"""Where the double's fakegpu comes from: copied into the wheel, else the lab's own module."""
 
 from __future__ import annotations
 
@@ -15,25 +15,13 @@ def _first(*names: str) -> ModuleType:
     for name in names:
         try:
             return importlib.import_module(name, __package__)
-        except ImportError as e:  # a source checkout has no ._planner / ._fakegpu
+        except ImportError as e:  # a source checkout has no ._fakegpu
             error = e
     raise ImportError(f"none of {names} can be imported") from error
 
 
-def memory() -> ModuleType:
-    return _first("._planner.memory", "gpufleet.memory")
-
-
-def models() -> ModuleType:
-    return _first("._planner.models", "gpufleet.models")
-
-
-def errors() -> ModuleType:
-    return _first("._planner.errors", "gpufleet.errors")
-
-
 def fakegpu() -> ModuleType:
-    return _first("._fakegpu", "gpufleet.lab.fakegpu")
+    return _first("._fakegpu", "gpufleet_lab.fakegpu")
 
 
 def emulated_version() -> str:

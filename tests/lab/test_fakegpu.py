@@ -1,4 +1,4 @@
-"""gpufleet.lab.fakegpu: the emulated amdgpu/KFD tree and the VRAM claim API, in a tmp root."""
+"""gpufleet_lab.fakegpu: the emulated amdgpu/KFD tree and the VRAM claim API, in a tmp root."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gpufleet.lab import fakegpu
+from gpufleet_lab import fakegpu
 
 GIB = 1 << 30
 SCRIPT = Path(fakegpu.__file__)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from gpufleet.lab.config import LabConfig
+from gpufleet_lab.config import LabConfig
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 BOOT_TAG = "gpufleet-lab-boot"  # $0 of each host's launcher, so leftovers are found by name

@@ -7,8 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from gpufleet.lab.config import LabConfig
-from gpufleet.lab.sh import run
+from gpufleet_lab.config import LabConfig
+from gpufleet_lab.sh import run
 
 
 def link_exists(name: str) -> bool:

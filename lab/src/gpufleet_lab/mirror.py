@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from gpufleet.lab import procs
-from gpufleet.lab.base import cache_lock, installed_packages
-from gpufleet.lab.config import LabConfig
-from gpufleet.lab.sh import LabError, log, run, start_detached, write
+from gpufleet_lab import procs
+from gpufleet_lab.base import cache_lock, installed_packages
+from gpufleet_lab.config import LabConfig
+from gpufleet_lab.sh import LabError, log, run, start_detached, write
 
 CODENAME = "jammy"  # Debian 12 uses AMD's Ubuntu jammy repos (shared/facts/rocm.md 1.3)
 ORIGIN = "repo.radeon.com"  # so the real pin `Pin: release o=repo.radeon.com` applies

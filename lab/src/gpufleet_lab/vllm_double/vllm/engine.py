@@ -2,8 +2,9 @@
 
 Order as in vLLM's V1 worker: config checks; HIP context (baseline) on each GPU; the free-memory
 check against the budget; weight loading; the profiling run (memory other processes allocate
-meanwhile is charged to this one, vllm#55827); KV-cache allocation. Numbers come from gpufleet's
-planner (`memory.estimate`); VRAM is claimed on the lab's emulated GPUs (fakegpu).
+meanwhile is charged to this one, vllm#55827); KV-cache allocation. The numbers are the double's
+own (_startup.py, startups.json, or a test's VLLM_TEST_DOUBLE_MEMORY), never gpufleet's planner;
+VRAM is claimed on the lab's emulated GPUs (fakegpu).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from . import _deps
+from . import _deps, _startup
 from ._log import error, info, warning
 
 GIB = 1 << 30
@@ -37,12 +38,12 @@ class Engine:
     """A started instance: what the server needs to answer like this model would."""
 
     args: argparse.Namespace
-    facts: Any
+    facts: _startup.Profile
     task: str  # generate | transcription | embed | classify
     gpus: list[int]  # physical card indices, one per rank
     served_names: list[str]
     max_model_len: int
-    estimate: Any = None
+    startup: _startup.Startup | None = None
     claimed: int = 0  # bytes held on each GPU
     fail_mode: str = field(default_factory=lambda: os.environ.get(FAIL_ENV, ""))
 
@@ -89,53 +90,37 @@ def model_task(facts: Any, args: argparse.Namespace) -> str:
         return "embed"
     if args.convert == "classify":
         return "classify"
-    arch = str(getattr(facts, "architecture", ""))
+    arch = facts.architecture
     if args.runner != "pooling" and "Whisper" in arch:
         return "transcription"
-    if args.runner == "pooling" or getattr(facts, "is_pooling", False):
+    if args.runner == "pooling" or facts.task in ("embed", "classify"):
         return "classify" if arch.endswith("ForSequenceClassification") else "embed"
     return "generate"
 
 
-def load_facts(args: argparse.Namespace) -> Any:
-    """Model facts from a local folder, the HF cache (--download-dir) or the planner's catalog."""
-    models = _deps.models()
-    try:
-        if os.path.isdir(args.model):
-            return models.load_model_dir(args.model, args.model)
-        if args.download_dir:
-            os.environ["HF_HUB_CACHE"] = args.download_dir  # vLLM's --download-dir is a hub cache
-        return models.find_model(args.model, args.revision)
-    except _deps.errors().InputError as e:
+def load_facts(args: argparse.Namespace) -> _startup.Profile:
+    """How the model starts (startups.json, a test's overrides); the lab knows its models."""
+    name = args.model.rstrip("/")
+    found = _startup.profile(name) or _startup.profile("/".join(name.split("/")[-2:]))
+    if found is None:
         raise StartupError(
             f"OSError: {args.model} is not a local folder and is not a valid model identifier "
-            f"listed on 'https://huggingface.co/models' (vllm-test-double: {e.what})") from e
+            "listed on 'https://huggingface.co/models' (vllm-test-double: not one of the models "
+            "in its startups.json)")
+    return found
 
 
-# ---------------------------------------------------------------- the planner
+DEFAULT_UTILIZATION = 0.9  # vLLM's default before 0.20 (the releases the double plays)
 
 
-def build_spec(args: argparse.Namespace, facts: Any, total: int, free: int | None) -> Any:
-    memory = _deps.memory()
-    return memory.InstanceSpec(
-        facts=facts, gpu_total_bytes=total,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        tensor_parallel_size=args.tensor_parallel_size,
-        pipeline_parallel_size=args.pipeline_parallel_size,
-        dtype=args.dtype, quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
-        max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens,
-        enforce_eager=bool(args.enforce_eager), kv_cache_memory_bytes=args.kv_cache_memory_bytes,
-        vllm_version=_deps.emulated_version(), block_size=args.block_size or 16,
-        free_bytes_at_start=free,
-    )
+def utilization(args: argparse.Namespace) -> float:
+    value = args.gpu_memory_utilization
+    return DEFAULT_UTILIZATION if value is None else float(value)
 
 
-def estimate(spec: Any) -> Any:
-    try:
-        return _deps.memory().estimate(spec)
-    except _deps.errors().InputError as e:
-        raise StartupError(f"ValueError: {e.what}") from e
+def batched_tokens(args: argparse.Namespace, facts: _startup.Profile) -> int:
+    """The profiling run's token count: --max-num-batched-tokens, else vLLM's default."""
+    return int(args.max_num_batched_tokens or max(8192, args.max_model_len or 0))
 
 
 def check_max_model_len(args: argparse.Namespace, facts: Any) -> None:
@@ -179,12 +164,12 @@ def configure(args: argparse.Namespace, env: dict[str, str]) -> Engine:
             f"({len(visible)}) in this node. If this is intentional and you are using:\n"
             "- ray, set '--distributed-executor-backend ray'.\n"
             "- multiprocessing, set '--nnodes' appropriately.")
-    first = estimate(build_spec(args, facts, cards[visible[0]].total_bytes, None))
-    if first.error_kind == "parallelism":
-        raise StartupError(f"ValueError: {first.error}")
+    problem = _startup.parallelism_problem(facts, args.tensor_parallel_size)
+    if problem:
+        raise StartupError(f"ValueError: {problem}")
     names = args.served_model_name or [args.model]
-    return Engine(args, facts, model_task(facts, args), visible[:world], names,
-                  first.max_model_len, first)
+    length = args.max_model_len or facts.max_position_embeddings
+    return Engine(args, facts, model_task(facts, args), visible[:world], names, length)
 
 
 def _load_seconds() -> float:
@@ -223,56 +208,50 @@ def _free_at_snapshot(engine: Engine) -> tuple[int, int]:
 
 def start(engine: Engine) -> None:
     """Context, free-memory check, weights, profile, KV cache; raises StartupError like vLLM."""
-    args = engine.args
-    _claim(engine, engine.estimate.baseline_bytes)  # HIP context (+ RCCL) before the snapshot
+    args, facts = engine.args, engine.facts
+    tp, pp = args.tensor_parallel_size, args.pipeline_parallel_size
+    _claim(engine, facts.baseline_bytes)  # HIP context (+ RCCL) before the snapshot
     free, total = _free_at_snapshot(engine)
-    spec = build_spec(args, engine.facts, total, free)
-    est = estimate(spec)
-    if est.error_kind == "free_memory":
-        raise StartupError(f"ValueError: {est.error}")
+    problem = _startup.free_memory_problem(total, free, utilization(args))
+    if problem:
+        raise StartupError(f"ValueError: {problem}")
     others = _others(engine)
+    weights = facts.weights_bytes // max(tp * pp, 1)
     info("gpu_model_runner.py:2602", f"Starting to load model {args.model}...")
     time.sleep(_load_seconds())
-    _claim(engine, est.baseline_bytes + est.weights_bytes)
-    info("gpu_model_runner.py:2653", f"Model loading took {est.weights_bytes / GIB:.4f} GiB "
+    _claim(engine, facts.baseline_bytes + weights)
+    info("gpu_model_runner.py:2653", f"Model loading took {weights / GIB:.4f} GiB "
          f"and {_load_seconds():.6f} seconds")
     time.sleep(min(0.5, 0.2 * _load_seconds()))  # the profiling run
-    stolen = max(max(0, now - before) for now, before in zip(
+    charged = max(max(0, now - before) for now, before in zip(
         _others(engine).values(), others.values(), strict=True))
-    est = _after_profile(spec, est, stolen)
-    engine.estimate = est
-    _claim(engine, int(est.used_bytes * (1 + _deviation())))
-    _log_kv(engine, est)
+    if charged and facts.has_kv_cache:
+        warning("gpu_worker.py:300", f"{charged / GIB:.2f} GiB allocated by other processes "
+                "during memory profiling is charged to this instance (concurrent startup on "
+                "one GPU)")
+    try:
+        done = _startup.start(
+            facts, total=total, utilization=utilization(args),
+            max_model_len=engine.max_model_len, batched_tokens=batched_tokens(args, facts),
+            kv_cache_dtype=args.kv_cache_dtype, tp=tp, pp=pp, block_size=args.block_size or 16,
+            charged=charged if facts.has_kv_cache else 0)
+    except _startup.MemoryError_ as e:
+        raise StartupError(f"ValueError: {e}") from e
+    engine.startup = done
+    _claim(engine, int(done.held_bytes * (1 + _deviation())))
+    _log_kv(engine, done)
 
 
-def _after_profile(spec: Any, est: Any, stolen: int) -> Any:
-    """The planner's KV checks, with what others allocated during profiling charged to us.
-
-    Charged memory shrinks the KV cache; the planner re-runs its checks on the smaller cache
-    (as --kv-cache-memory-bytes), so a simultaneous over-packed start fails like vLLM's.
-    """
-    if est.error_kind in ("no_kv_memory", "max_model_len"):
-        raise StartupError(f"ValueError: {est.error}")
-    if not stolen:
-        return est
-    warning("gpu_worker.py:300", f"{stolen / GIB:.2f} GiB allocated by other processes during "
-            "memory profiling is charged to this instance (concurrent startup on one GPU)")
-    kv = est.kv_cache_bytes - stolen
-    if kv <= 0:
-        raise StartupError(f"ValueError: {_deps.memory().NO_KV_MESSAGE}")
-    shrunk = estimate(replace(spec, kv_cache_memory_bytes=kv))
-    if shrunk.error_kind in ("no_kv_memory", "max_model_len"):
-        raise StartupError(f"ValueError: {shrunk.error}")
-    return replace(est, kv_cache_bytes=kv, kv_tokens=shrunk.kv_tokens,
-                   used_bytes=est.used_bytes - stolen)
-
-
-def _log_kv(engine: Engine, est: Any) -> None:
-    length = est.max_model_len
-    info("gpu_worker.py:298", f"Available KV cache memory: {est.kv_cache_bytes / GIB:.2f} GiB")
-    info("kv_cache_utils.py:1087", f"GPU KV cache size: {est.kv_tokens:,} tokens")
-    info("kv_cache_utils.py:1091", f"Maximum concurrency for {length:,} tokens per request: "
-         f"{est.kv_tokens / max(length, 1):.2f}x")
+def _log_kv(engine: Engine, done: _startup.Startup) -> None:
+    length = done.max_model_len
+    if not engine.facts.has_kv_cache:
+        info("gpu_worker.py:298", "Encoder-only model: no KV cache is allocated")
+    else:
+        info("gpu_worker.py:298", f"Available KV cache memory: {done.kv_cache_bytes / GIB:.2f} "
+             "GiB")
+        info("kv_cache_utils.py:1087", f"GPU KV cache size: {done.kv_tokens:,} tokens")
+        info("kv_cache_utils.py:1091", f"Maximum concurrency for {length:,} tokens per request:"
+             f" {done.kv_tokens / max(length, 1):.2f}x")
     info("core.py:210", f"init engine (profile, create kv cache, warmup model) took "
          f"{_load_seconds():.2f} seconds (vllm-test-double: {engine.claimed:,} B claimed on "
          f"GPU(s) {','.join(map(str, engine.gpus))})")

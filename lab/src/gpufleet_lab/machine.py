@@ -11,10 +11,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gpufleet.lab import net, procs
-from gpufleet.lab.config import LabConfig
-from gpufleet.lab.sh import LabError, log, run, start_detached, write
-from gpufleet.lab.ssh import make_host_key
+from gpufleet_lab import net, procs
+from gpufleet_lab.config import LabConfig
+from gpufleet_lab.sh import LabError, log, run, start_detached, write
+from gpufleet_lab.ssh import make_host_key
 
 # Restarts nspawn when the guest reboots (exit 133), each boot in a fresh time namespace so the
 # guest's uptime starts near 0 (pyinfra's server.reboot compares uptimes). $0 is the BOOT_TAG.

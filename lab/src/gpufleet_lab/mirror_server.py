@@ -1,4 +1,4 @@
-"""The lab's package server (stdlib only; run as a script by `gpufleet.lab.mirror`).
+"""The lab's package server (stdlib only; run as a script by `gpufleet_lab.mirror`).
 
 Serves, on the lab bridge address:
   /rocm/rocm.gpg.key                     armored public key, as repo.radeon.com serves AMD's

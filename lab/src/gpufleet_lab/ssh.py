@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from gpufleet.lab.config import Lab, LabHost
-from gpufleet.lab.sh import run, write
+from gpufleet_lab.config import Lab, LabHost
+from gpufleet_lab.sh import run, write
 
 SSH_OPTS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-o", "LogLevel=ERROR")
 

@@ -3,8 +3,8 @@
 Used by the e2e tests and by `gpufleet lab up|down|status`. See shared/facts/testhosts.md.
 """
 
-from gpufleet.lab.config import Lab, LabConfig, LabHost
-from gpufleet.lab.hosts import (
+from gpufleet_lab.config import Lab, LabConfig, LabHost
+from gpufleet_lab.hosts import (
     HostStatus,
     cut_link,
     destroy_host,
@@ -16,7 +16,7 @@ from gpufleet.lab.hosts import (
     status,
     up,
 )
-from gpufleet.lab.sh import LabError, preflight_problem
+from gpufleet_lab.sh import LabError, preflight_problem
 
 __all__ = [
     "HostStatus",

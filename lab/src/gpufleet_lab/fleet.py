@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from gpufleet.lab.config import Lab
+from gpufleet_lab.config import Lab
 
 LAB_VLLM_VERSION = "0.19.1"
 LOAD_SECONDS = "2"  # the double's model-loading time: short, but a real wait
@@ -99,7 +99,7 @@ def api_key(lab: Lab) -> Path:
 
 def publish_vllm_double(lab: Lab, version: str = LAB_VLLM_VERSION) -> Path:
     """Put the vllm-test-double wheel on the lab's PyPI index."""
-    from gpufleet.lab.vllm_double import build_wheel
+    from gpufleet_lab.vllm_double import build_wheel
 
     lab.wheels_dir.mkdir(parents=True, exist_ok=True)
     return build_wheel(lab.wheels_dir, vllm_version=version)

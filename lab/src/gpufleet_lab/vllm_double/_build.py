@@ -1,10 +1,9 @@
 """Builds the vllm-test-double wheel (stdlib only; also the PEP 517 backend of pyproject.toml).
 
 The wheel is named `vllm` and holds:
-  vllm/                 the double (this folder's vllm/ package, copied as is)
-  vllm/_planner/        gpufleet's errors.py, models.py, memory.py and catalog/, with their
-                        `gpufleet` imports rewritten, so the double predicts what the planner does
+  vllm/                 the double (this folder's vllm/ package and its startups.json, as is)
   vllm/_fakegpu.py      the lab's fakegpu.py (the claim API for emulated VRAM)
+Nothing of gpufleet's planner is in it: the double's memory is its own (vllm/_startup.py).
   vllm/_build_info.py   the vLLM version the double emulates
 No network and no build dependencies: lab hosts are offline.
 """
@@ -13,17 +12,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
-import sys
 import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-GPUFLEET_DIR = HERE.parents[1]  # src/gpufleet
 EMULATED_VERSION = "0.11.0"
 LOCAL_TAG = "testdouble"
-PLANNER_MODULES = ("errors.py", "models.py", "memory.py")
-_IMPORT = re.compile(r"^(\s*)(from|import)\s+gpufleet\b", re.M)
 
 
 def wheel_version(vllm_version: str = EMULATED_VERSION) -> str:
@@ -31,39 +25,12 @@ def wheel_version(vllm_version: str = EMULATED_VERSION) -> str:
     return f"{vllm_version}+{LOCAL_TAG}"
 
 
-def _rewrite(text: str, name: str) -> str:
-    """Point a planner module's gpufleet imports at vllm._planner (and its catalog lookup)."""
-    text = re.sub(r"^(\s*)from gpufleet(\.| import)", r"\1from vllm._planner\2", text, flags=re.M)
-    text = text.replace('files("gpufleet")', 'files("vllm._planner")')
-    if _IMPORT.search(text):
-        raise RuntimeError(f"{name}: a `import gpufleet...` form the wheel builder cannot rewrite")
-    return text
-
-
-def _planner_files(gpufleet_dir: Path) -> dict[str, bytes]:
-    missing = [m for m in PLANNER_MODULES if not (gpufleet_dir / m).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{gpufleet_dir}: planner modules missing: {', '.join(missing)}")
-    files = {"vllm/_planner/__init__.py": b'"""gpufleet planner modules, vendored."""\n'}
-    for module in PLANNER_MODULES:
-        text = (gpufleet_dir / module).read_text(encoding="utf-8")
-        files[f"vllm/_planner/{module}"] = _rewrite(text, module).encode()
-    catalog = gpufleet_dir / "catalog"
-    if not catalog.is_dir():
-        print(f"warning: {catalog} missing: the double knows only cached/local models",
-              file=sys.stderr)
-    for path in sorted(catalog.rglob("*")) if catalog.is_dir() else []:
-        if path.is_file() and "__pycache__" not in path.parts:
-            files[f"vllm/_planner/catalog/{path.relative_to(catalog)}"] = path.read_bytes()
-    return files
-
-
 def _double_files(vllm_version: str) -> dict[str, bytes]:
     files = {}
-    for path in sorted((HERE / "vllm").rglob("*.py")):
-        if "__pycache__" not in path.parts:
+    for path in sorted((HERE / "vllm").rglob("*")):
+        if path.suffix in (".py", ".json") and "__pycache__" not in path.parts:
             files[f"vllm/{path.relative_to(HERE / 'vllm')}"] = path.read_bytes()
-    files["vllm/_fakegpu.py"] = (GPUFLEET_DIR / "lab/fakegpu.py").read_bytes()
+    files["vllm/_fakegpu.py"] = (HERE.parent / "fakegpu.py").read_bytes()
     files["vllm/_build_info.py"] = f'EMULATED_VERSION = "{vllm_version}"\n'.encode()
     return files
 
@@ -88,12 +55,11 @@ def _record_line(name: str, data: bytes) -> str:
 
 
 def make_wheel(
-    out_dir: str | Path, *, gpufleet_dir: str | Path | None = None,
-    vllm_version: str = EMULATED_VERSION,
+    out_dir: str | Path, *, vllm_version: str = EMULATED_VERSION,
 ) -> Path:
     """Write vllm-<version>+testdouble-py3-none-any.whl into out_dir and return its path."""
     version = wheel_version(vllm_version)
-    files = _double_files(vllm_version) | _planner_files(Path(gpufleet_dir or GPUFLEET_DIR))
+    files = _double_files(vllm_version)
     dist = f"vllm-{version}.dist-info"
     files |= {f"{dist}/{k}": v.encode() for k, v in _dist_info(version).items()}
     out = Path(out_dir)

@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-log = logging.getLogger("gpufleet.lab")
+log = logging.getLogger("gpufleet_lab")
 
 # tool -> Debian package that ships it (what .ci/lab-deps.sh installs)
 REQUIRED_TOOLS = {

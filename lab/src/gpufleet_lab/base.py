@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gpufleet.lab.config import LabConfig
-from gpufleet.lab.sh import LabError, log, run, write
+from gpufleet_lab.config import LabConfig
+from gpufleet_lab.sh import LabError, log, run, write
 
 # Bump when the post-debootstrap steps change, so cached bases are rebuilt.
 RECIPE_VERSION = 1
