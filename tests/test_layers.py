@@ -18,8 +18,10 @@ def test_each_rule_catches_a_violation(tmp_path: Path) -> None:
     pkg = tmp_path / "gpufleet"
     (pkg / "host" / "scripts").mkdir(parents=True)
     (pkg / "commands").mkdir()
+    (pkg / "gpu").mkdir()
     files = {
         "host/ssh.py": "from gpufleet.plan import Plan\n",
+        "gpu/amd.py": "from gpufleet.host.ssh import Session\nfrom gpufleet.gpu.smi import parse\n",
         "host/scripts/probe.py": "import json\nfrom gpufleet.errors import InputError\n",
         "probe.py": "def f():\n    from gpufleet.host.scripts import probe\n",
         "plan.py": "import paramiko\nfrom typing import TYPE_CHECKING\n"
@@ -33,6 +35,8 @@ def test_each_rule_catches_a_violation(tmp_path: Path) -> None:
         (pkg / rel).write_text(text)
     found = "\n".join(LAYERS["violations"](pkg))
     assert "host/ssh.py: host/ imports gpufleet.plan" in found
+    assert "gpu/amd.py: gpu/ imports gpufleet.host.ssh" in found
+    assert "gpu/amd.py: gpu/ imports gpufleet.gpu.smi" not in found
     assert "host/scripts/probe.py: a host script imports gpufleet.errors" in found
     assert "probe.py: imports gpufleet.host.scripts" in found
     assert "plan.py: the pure stage plan imports paramiko" in found

@@ -8,10 +8,10 @@ import pytest
 from support import INVENTORIES
 
 from gpufleet import inventory
-from gpufleet.gpus import GIB
+from gpufleet.gpu.models import GIB
+from gpufleet.gpu.smi import GpuReading, ProcessReading, Snapshot
 from gpufleet.plan import build_plan
 from gpufleet.probe import Probe, parse_probe_output, probe_request
-from gpufleet.smi import GpuReading, ProcessReading, Snapshot
 from gpufleet.validate import (
     IDLE_GPU_BYTES,
     HostReading,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpufleet.errors import InputError
+from gpufleet.gpu.amd import AMD
 from gpufleet.host.layout import service_of
 from gpufleet.host.ssh import Session
 from gpufleet.host.systemctl import parse_show
@@ -43,7 +44,7 @@ KIND_BY_MODE = {
     "score": "rerank",
     "transcription": "whisper",
 }
-GPU_ENV = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
+GPU_ENV = AMD.device_env  # what pins a running vLLM's GPUs (import reads AMD hosts)
 # set by gpufleet's own units (or meaningless to carry over): not part of a service's `env:`
 UNIT_ENV = {*GPU_ENV, "HF_HOME", "HF_HUB_OFFLINE"}
 # their values never leave the host: the FIND script blanks them, import references a secret

@@ -36,7 +36,7 @@ from pydantic import (
 
 from gpufleet import vllm_flags
 from gpufleet.errors import InputError, InputErrors
-from gpufleet.gpus import GPU_MODELS
+from gpufleet.gpu.models import GPU_MODELS
 from gpufleet.models import check_model_id, check_revision
 from gpufleet.settings import SETTINGS, message, unknown_setting_hint
 from gpufleet.vocabulary import (

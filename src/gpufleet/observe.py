@@ -8,51 +8,18 @@ import json
 import shlex
 
 from gpufleet.adopt import CONTAINER_SCOPE, container_names
+from gpufleet.gpu import accelerator
+from gpufleet.gpu.smi import SmiParseError, Snapshot, merge, parse
 from gpufleet.host.ssh import HostUnreachable, Session
 from gpufleet.host.units import states_and_uptimes
 from gpufleet.plan import PlannedHost, PlannedService
 from gpufleet.probe import PROBE_SCRIPT, Probe, parse_probe_output, probe_request
-from gpufleet.smi import SmiParseError, Snapshot, merge, parse
 from gpufleet.validate import HostReading, unit_from_cgroup
 
-# amd-smi first (ROCm >= 6), then rocm-smi; both as JSON where the version supports it.
-SMI_COMMANDS = {
-    "amd-smi": ["amd-smi metric --mem-usage --json", "amd-smi process --json"],
-    "rocm-smi": [
-        "rocm-smi --showmeminfo vram --json",
-        "rocm-smi --showpids",
-        "rocm-smi --showpidgpus",
-    ],
-}
 
-
-# One rocm-smi run for memory, processes and their GPUs (each run is a Python start on the host,
-# which is most of a no-op deploy's cost there); the separate commands above are the fallback.
-ROCM_SMI_ONCE = "rocm-smi --showmeminfo vram --showpids --showpidgpus"
-
-
-def read_smi(session: Session) -> Snapshot:
-    """One merged snapshot. rocm-smi exits 0 even without a driver: parse() recognises that."""
-    tool = "amd-smi" if session.run("command -v amd-smi").rc == 0 else "rocm-smi"
-    if tool == "rocm-smi":
-        once = session.run(ROCM_SMI_ONCE)
-        try:
-            snapshot = parse(once.stdout, source=f"{session.target.name}: {ROCM_SMI_ONCE}")
-            if snapshot.gpus and (snapshot.processes or "No KFD PIDs" in once.stdout):
-                return snapshot
-        except SmiParseError:
-            pass  # an older or newer rocm-smi that words the combined view otherwise
-    snapshots = []
-    for command in SMI_COMMANDS[tool]:
-        result = session.run(command)
-        text = result.stdout + ("\n" + result.stderr if "ERROR" in result.stderr else "")
-        try:
-            snapshots.append(parse(text, source=f"{session.target.name}: {command}"))
-        except SmiParseError as exc:
-            if "No KFD PIDs" in text or "no running processes" in text.lower():
-                continue  # nothing running on the GPUs is a valid reading
-            raise exc
-    return merge(*snapshots)
+def read_smi(session: Session, gpu: str = "mi300x") -> Snapshot:
+    """One merged snapshot, read as the fleet's accelerator reads its GPUs."""
+    return accelerator(gpu).read_snapshot(session)
 
 
 def read_pid_units(session: Session, pids: list[int]) -> dict[int, str]:
@@ -90,7 +57,7 @@ def read_host(session: Session, host: PlannedHost, full_probe: bool = True) -> H
     """Everything validate and status need from one host, in one SSH session."""
     reading = HostReading(host.name)
     try:
-        reading.snapshot = read_smi(session)
+        reading.snapshot = read_smi(session, host.gpu_model)
         reading.pid_units = read_pid_units(session, [p.pid for p in reading.snapshot.processes])
         reading.unit_states, reading.uptimes = states_and_uptimes(session)
         reading.probes = read_probes(session, host, full_probe)

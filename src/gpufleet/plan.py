@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gpufleet import vllm_flags
 from gpufleet.errors import GpufleetError, InputError
-from gpufleet.gpus import GIB, gpu_model
+from gpufleet.gpu.models import GIB, gpu_model
 from gpufleet.inventory import Host, Inventory, Kind, Service
 from gpufleet.memory import (
     Estimate,

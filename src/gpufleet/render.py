@@ -29,6 +29,7 @@ import jinja2
 
 from gpufleet import systemd
 from gpufleet.errors import InputError
+from gpufleet.gpu import Accelerator, accelerator
 from gpufleet.host.layout import (
     CACHE_DIR,
     PLAN_FILE,
@@ -43,9 +44,9 @@ from gpufleet.plan import Plan, PlannedHost, PlannedService, start_order_groups
 from gpufleet.settings import host_setting, setting_origin
 
 ENGINES = {"docker": "/usr/bin/docker", "podman": "/usr/bin/podman"}
-# GPU pinning and the weights cache belong to the plan; a service's `env:` must not override them.
-RESERVED_ENV = ("HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
-                "HF_HOME", "HF_HUB_OFFLINE")
+# GPU pinning (the accelerator's device variables) and the weights cache belong to the plan; a
+# service's `env:` must not override them.
+PLAN_ENV = ("HF_HOME", "HF_HUB_OFFLINE")
 
 SERVICE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # in unit and file names
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -145,6 +146,7 @@ def exec_start(inv: Inventory, host: str, ps: PlannedService) -> list[list[str]]
     """The ExecStart= command line, one list of words per line of the unit (readability only):
     the program itself (venv), or the container engine running it (container)."""
     run, fleet, svc = launch(inv, host, ps), inv.fleet, ps.service
+    gpu = host_accelerator(inv, host)
     if run.image is None:
         return [[run.program], *flag_lines(run.args)]
     cache, gpus = fleet.model_cache, ",".join(str(g) for g in ps.gpus)
@@ -152,10 +154,9 @@ def exec_start(inv: Inventory, host: str, ps: PlannedService) -> list[list[str]]
         [ENGINES[fleet.container_engine], "run", "--rm", "--name", container_name(svc.name),
          "--pull=never"],
         ["--network=host", "--ipc=host"],
-        ["--device=/dev/kfd", "--device=/dev/dri", "--group-add=video"],
-        ["--cap-add=SYS_PTRACE", "--security-opt", "seccomp=unconfined"],
+        *gpu.container_device_args(),
         [f"--env-file={env_file_path(svc.name)}"],
-        ["-e", f"HIP_VISIBLE_DEVICES={gpus}"],
+        ["-e", f"{gpu.visible_devices_env}={gpus}"],
         ["-v", f"{cache}:{cache}", "-e", f"HF_HOME={cache}"],
     ]
     if svc.kind.runs_vllm:
@@ -243,7 +244,8 @@ def _check_service(inv: Inventory, host: str, ps: PlannedService) -> None:
     if not isinstance(svc.name, str) or not SERVICE_NAME.fullmatch(svc.name):
         raise bad(f"name {svc.name!r} is not a plain name", "name",
                   "lower-case letters, digits and dashes: it names the unit and the env file")
-    clash = sorted(set(svc.env) & set(RESERVED_ENV)) + sorted(set(svc.env) & set(svc.secrets))
+    reserved = {*host_accelerator(inv, host).device_env, *PLAN_ENV}
+    clash = sorted(set(svc.env) & reserved) + sorted(set(svc.env) & set(svc.secrets))
     if clash:
         raise bad(f"env sets {', '.join(clash)}, which the plan or `secrets:` already decide",
                   "env", "GPUs come from `gpus:`, the weights cache from fleet.model_cache; "
@@ -289,6 +291,14 @@ def _check_fleet(inv: Inventory, host: str) -> None:
         raise InputError(f"fleet.model_cache {fleet.model_cache!r} is not a plain path",
                          where=inv.where("fleet", "model_cache"), hint=_PATH_HINT)
     start_timeout_s(fleet)
+    host_accelerator(inv, host)
+
+
+def host_accelerator(inv: Inventory, host: str) -> Accelerator:
+    """The accelerator of the host's GPUs (the host's `gpu`, else the fleet's)."""
+    own = inv.hosts[host].gpu
+    where = inv.where("hosts", host, "gpu") if own else inv.where("fleet", "gpu")
+    return accelerator(own or inv.fleet.gpu, where=where)
 
 
 def _host_name(name: object) -> bool:
@@ -393,6 +403,7 @@ def _unit_file(inv: Inventory, host: str, ps: PlannedService) -> RenderedFile:
         context.update({
             "user": service_user(inv, host), "groups": gpu_groups(inv, host),
             "env_file": env_file_path(svc.name), "gpus": gpus, "model_cache": fleet.model_cache,
+            "gpu_env": host_accelerator(inv, host).visible_devices_env,
             "offline": svc.kind.runs_vllm, "cache_dir": CACHE_DIR,
             "read_write_paths": [fleet.model_cache, *extra_write_paths(inv, host)],
         })

@@ -29,6 +29,7 @@ from gpufleet.deploys.wanted import (
 )
 from gpufleet.deploys.wanted import rocm as rocm_wanted
 from gpufleet.facts import mode_text, normalize_image
+from gpufleet.gpu.amd import AMD
 from gpufleet.host.layout import PREFIX, SUFFIX, UNIT_DIR
 from gpufleet.host.systemctl import parse_show
 
@@ -155,11 +156,7 @@ def survey_command(spec: SurveySpec) -> str:
             if spec.groups else ":")
     section("sysctl", "; ".join(f'read -r v < /proc/sys/{q(k.replace(".", "/"))} && '
                                 f'printf "%s %s\\n" {q(k)} "$v"' for k in spec.sysctl) or ":")
-    # The driver's view (amdgpu DRM cards) rather than a rocm-smi run: the same GPUs, without a
-    # Python start per host on every no-op; the deploy's own check and validate use rocm-smi.
-    section("gpus", "for c in /sys/class/drm/card[0-9]*; do [ -e \"$c/device/vendor\" ] && "
-            "read -r v < \"$c/device/vendor\" && [ \"$v\" = 0x1002 ] && "
-            "echo \"GPU[${c##*card}]\"; done" if spec.gpus else ":")
+    section("gpus", AMD.survey_gpus_script() if spec.gpus else ":")
     section("keyring", f"stat -c %a {q(spec.keyring)}" if spec.keyring else ":")
     return "\n".join(parts) + "\ntrue"
 

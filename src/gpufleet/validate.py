@@ -20,11 +20,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpufleet.gpus import GIB
+from gpufleet.gpu.models import GIB
+from gpufleet.gpu.smi import Snapshot
 from gpufleet.host.layout import unit_id as unit_of
 from gpufleet.plan import Finding, PlannedHost, PlannedService
 from gpufleet.probe import Probe
-from gpufleet.smi import Snapshot
 
 TOLERANCE_FRACTION = 0.10
 TOLERANCE_FLOOR = GIB // 2  # about one HIP context: the least certain part of a footprint

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gpufleet.gpus import GIB
+from gpufleet.gpu.models import GIB
 from gpufleet.memory import Estimate
 from gpufleet.plan import Finding, Plan, PlannedGpu, PlannedHost
 

@@ -8,7 +8,7 @@ import math
 
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
-from gpufleet.gpus import GIB, gpu_model
+from gpufleet.gpu.models import GIB, gpu_model
 from gpufleet.memory import (
     DEFAULT_VLLM_VERSION,
     MAX_BATCHED_TOKENS,

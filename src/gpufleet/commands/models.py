@@ -9,7 +9,7 @@ from rich.table import Table
 
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus
-from gpufleet.gpus import GIB
+from gpufleet.gpu.models import GIB
 from gpufleet.models import catalog_ids, find_model
 
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
-from gpufleet.smi import Snapshot, parse
+from gpufleet.gpu.smi import Snapshot, parse
 
 GIB = 2**30
 

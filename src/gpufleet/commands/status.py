@@ -14,7 +14,7 @@ from gpufleet.commands.validate import add_ssh_args, host_dict
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus
 from gpufleet.fleetread import read_fleet
-from gpufleet.gpus import GIB
+from gpufleet.gpu.models import GIB
 from gpufleet.plan import PlannedHost, build_plan
 from gpufleet.validate import IDLE_GPU_BYTES, HostReading, host_rows
 

@@ -12,7 +12,7 @@ from gpufleet import inventory
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.fleetread import read_fleet
-from gpufleet.gpus import GIB
+from gpufleet.gpu.models import GIB
 from gpufleet.observe import reading_from_files
 from gpufleet.plan import Plan, PlannedHost, build_plan
 from gpufleet.validate import HostReading, compare, host_rows

@@ -9,8 +9,8 @@ import io
 import re
 from typing import Any
 
-from gpufleet.smi.model import GpuReading, SmiParseError, Snapshot, SnapshotBuilder
-from gpufleet.smi.values import cells, to_bdf, to_bytes, to_int, to_name
+from gpufleet.gpu.smi.model import GpuReading, SmiParseError, Snapshot, SnapshotBuilder
+from gpufleet.gpu.smi.values import cells, to_bdf, to_bytes, to_int, to_name
 
 TOOL = "amd-smi"
 

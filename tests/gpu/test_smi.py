@@ -1,4 +1,4 @@
-"""gpufleet.smi: rocm-smi / amd-smi output → Snapshot; and `gpufleet smi parse`."""
+"""gpufleet.gpu.smi: rocm-smi / amd-smi output → Snapshot; and `gpufleet smi parse`."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 
 from gpufleet import cli
 from gpufleet.env import Environment
-from gpufleet.smi import SmiParseError, Snapshot, merge, parse
-from gpufleet.smi.values import to_bytes
+from gpufleet.gpu.smi import SmiParseError, Snapshot, merge, parse
+from gpufleet.gpu.smi.values import to_bytes
 
-FIXTURES = Path(__file__).parent / "fixtures" / "smi"
-SHARED = Path(os.environ.get("GPUFLEET_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "smi"
+SHARED = Path(os.environ.get("GPUFLEET_SHARED") or Path(__file__).resolve().parents[3] / "shared")
 SAMPLES = SHARED / "data" / "smi"
 MI300X_TOTAL = 206141652992  # bytes rocm-smi prints; amd-smi prints 196592 MB (MiB)
 

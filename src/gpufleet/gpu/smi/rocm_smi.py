@@ -8,8 +8,8 @@ import io
 import re
 from typing import Any
 
-from gpufleet.smi.model import SmiParseError, Snapshot, SnapshotBuilder
-from gpufleet.smi.values import to_bdf, to_bytes, to_name
+from gpufleet.gpu.smi.model import SmiParseError, Snapshot, SnapshotBuilder
+from gpufleet.gpu.smi.values import to_bdf, to_bytes, to_name
 
 TOOL = "rocm-smi"
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 import textwrap
 
-from gpufleet.smi import amd_smi, rocm_smi
-from gpufleet.smi.jsonload import MalformedJson, load
-from gpufleet.smi.model import GpuReading, ProcessReading, SmiParseError, Snapshot, merge
+from gpufleet.gpu.smi import amd_smi, rocm_smi
+from gpufleet.gpu.smi.jsonload import MalformedJson, load
+from gpufleet.gpu.smi.model import GpuReading, ProcessReading, SmiParseError, Snapshot, merge
 
 __all__ = ["GpuReading", "ProcessReading", "SmiParseError", "Snapshot", "merge", "parse"]
 
