@@ -4,7 +4,7 @@
         --configs ../shared/data/hf-configs [--json]
 
 Each case (format of vllm_cases.yaml: model, GPU, flags -> what vLLM printed) is turned into an
-`InstanceSpec` and run through `gpufleet.memory.estimate`. Rules, in the order they are applied
+`InstanceSpec` and run through `gpufleet.vllm.memory.estimate`. Rules, in the order they are applied
 (the first one that fails names the skip reason):
 
 * kind: `ok`, `error_kv`, `error_nomem`, `error_free` and `colocation` have an outcome the memory
@@ -45,7 +45,7 @@ from typing import Any
 import yaml
 
 from gpufleet.errors import GpufleetError
-from gpufleet.memory import (
+from gpufleet.vllm.memory import (
     GIB,
     Estimate,
     InstanceSpec,
@@ -55,7 +55,7 @@ from gpufleet.memory import (
     parse_version,
     with_free_memory,
 )
-from gpufleet.models import ModelFacts, find_model, load_model_dir
+from gpufleet.vllm.models import ModelFacts, find_model, load_model_dir
 
 RUN_KINDS = ("ok", "error_kv", "error_nomem", "error_free", "colocation")
 SKIP_KINDS = {

@@ -16,7 +16,7 @@ from gpufleet.gpu.amd import AMD
 from gpufleet.host.layout import service_of
 from gpufleet.host.ssh import Session
 from gpufleet.host.systemctl import parse_show
-from gpufleet.models import catalog_entry
+from gpufleet.vllm.models import catalog_entry
 
 # vLLM flag -> (inventory key, type). Everything else is kept verbatim in extra_args.
 FLAGS: dict[str, tuple[str, type]] = {

@@ -10,7 +10,7 @@ revisions follow the Hugging Face grammar, env keys and secret names are POSIX n
 groups follow useradd, host paths are absolute and plain, numbers are strictly typed, finite and
 bounded (`port: true` is no port), settings are typed per knob (gpufleet.settings). Only a
 custom `command` and `extra_args` add behaviour to a unit, and a vLLM service's `extra_args` are
-parsed against vLLM's flags (gpufleet.vllm_flags).
+parsed against vLLM's flags (gpufleet.vllm.flags).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from pydantic import (
     model_validator,
 )
 
-from gpufleet import vllm_flags
 from gpufleet.errors import InputError, InputErrors
 from gpufleet.gpu.models import GPU_MODELS
-from gpufleet.models import check_model_id, check_revision
 from gpufleet.settings import SETTINGS, message, unknown_setting_hint
+from gpufleet.vllm import flags as vllm_flags
+from gpufleet.vllm.models import check_model_id, check_revision
 from gpufleet.vocabulary import (
     ArgWord,
     ControllerFile,

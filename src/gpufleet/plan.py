@@ -11,11 +11,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpufleet import vllm_flags
 from gpufleet.errors import GpufleetError, InputError
 from gpufleet.gpu.models import GIB, gpu_model
 from gpufleet.inventory import Host, Inventory, Kind, Service
-from gpufleet.memory import (
+from gpufleet.vllm import flags as vllm_flags
+from gpufleet.vllm.memory import (
     Estimate,
     InstanceSpec,
     baseline_bytes,
@@ -23,7 +23,7 @@ from gpufleet.memory import (
     parse_version,
     with_free_memory,
 )
-from gpufleet.models import ModelFacts, find_model, load_model_dir
+from gpufleet.vllm.models import ModelFacts, find_model, load_model_dir
 from gpufleet.vocabulary import image_parts
 
 TIGHT_FREE_BYTES = 2 * GIB  # less free than this on a GPU leaves no room for driver growth
@@ -318,7 +318,7 @@ def vllm_args(
 ) -> tuple[str, ...]:
     """`vllm serve` arguments: always explicit utilization and max_model_len, because vLLM's
     defaults depend on its version and on the device (and would claim 92 % of an MI300X).
-    `extra_args` come last; the inventory's load has checked them (gpufleet.vllm_flags): known
+    `extra_args` come last; the inventory's load has checked them (gpufleet.vllm.flags): known
     flags only, none that the plan decides here."""
     args = ["serve", svc.model or "", "--host", bind, "--port", str(svc.port)]
     args += ["--served-model-name", svc.model or svc.name]

@@ -11,8 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from gpufleet.gpu.models import GIB
-from gpufleet.memory import Estimate
 from gpufleet.plan import Finding, Plan, PlannedGpu, PlannedHost
+from gpufleet.vllm.memory import Estimate
 
 BAR_WIDTH = 30
 PALETTE = ["cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta"]

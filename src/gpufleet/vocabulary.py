@@ -19,7 +19,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, StrictInt, StrictStr
 
-from gpufleet.models import check_model_id, check_revision
+from gpufleet.vllm.models import check_model_id, check_revision
 
 
 def shown(value: object, limit: int = 60) -> str:

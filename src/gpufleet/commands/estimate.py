@@ -9,7 +9,7 @@ import math
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.gpu.models import GIB, gpu_model
-from gpufleet.memory import (
+from gpufleet.vllm.memory import (
     DEFAULT_VLLM_VERSION,
     MAX_BATCHED_TOKENS,
     MAX_GPU_BYTES,
@@ -21,7 +21,7 @@ from gpufleet.memory import (
     check_vllm_version,
     estimate,
 )
-from gpufleet.models import find_model, load_model_dir
+from gpufleet.vllm.models import find_model, load_model_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]

@@ -10,7 +10,7 @@ from rich.table import Table
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus
 from gpufleet.gpu.models import GIB
-from gpufleet.models import catalog_ids, find_model
+from gpufleet.vllm.models import catalog_ids, find_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]

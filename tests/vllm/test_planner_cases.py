@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from support import REPO, shared_dir
 
-from gpufleet.memory import GIB, estimate
+from gpufleet.vllm.memory import GIB, estimate
 
 
 def _load_benchmark() -> ModuleType:

@@ -1,4 +1,4 @@
-"""Unit tests of gpufleet.memory on hand-built ModelFacts (no catalog, no shared data)."""
+"""Unit tests of gpufleet.vllm.memory on hand-built ModelFacts (no catalog, no shared data)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from gpufleet.memory import (
+from gpufleet.vllm.memory import (
     CUDAGRAPH_BYTES,
     GIB,
     MI300X_TOTAL_BYTES,
@@ -21,7 +21,7 @@ from gpufleet.memory import (
     parse_version,
     with_free_memory,
 )
-from gpufleet.models import ModelFacts
+from gpufleet.vllm.models import ModelFacts
 
 H100 = int(79.1 * GIB)
 SMALL = int(23.58 * GIB)  # RTX 3090

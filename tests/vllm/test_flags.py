@@ -9,9 +9,10 @@ import re
 import pytest
 import yaml
 
-from gpufleet import inventory, vllm_flags
+from gpufleet import inventory
 from gpufleet.errors import InputError
 from gpufleet.plan import build_plan
+from gpufleet.vllm import flags as vllm_flags
 
 INVENTORY = """\
 fleet: {{name: t, vllm_version: "0.19.1"}}

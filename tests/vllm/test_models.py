@@ -1,4 +1,4 @@
-"""Tests for gpufleet.models: parameter counts, KV bytes per token, weight bytes, loading."""
+"""Tests for gpufleet.vllm.models: parameter counts, KV bytes per token, weight bytes, loading."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import gpufleet.models as models
+import gpufleet.vllm.models as models
 from gpufleet.errors import InputError
-from gpufleet.models import (
+from gpufleet.vllm.models import (
     catalog_entry,
     catalog_ids,
     find_model,

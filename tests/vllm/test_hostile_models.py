@@ -14,8 +14,8 @@ import pytest
 from support import run_cli
 
 from gpufleet.errors import InputError
-from gpufleet.memory import InstanceSpec, check_vllm_version, estimate, parse_version
-from gpufleet.models import (
+from gpufleet.vllm.memory import InstanceSpec, check_vllm_version, estimate, parse_version
+from gpufleet.vllm.models import (
     MAX_JSON_BYTES,
     catalog_ids,
     check_model_id,

@@ -946,7 +946,7 @@ def _hf_snapshot(model_id: str, revision: str | None, hf_home: str | Path | None
 
 def _catalog_files() -> dict[str, Any]:
     """model id -> catalog file (org--name.json), bundled as package data."""
-    folder = resources.files("gpufleet") / "catalog"
+    folder = resources.files("gpufleet.vllm") / "catalog"
     return {
         f.name[: -len(".json")].replace("--", "/", 1): f
         for f in folder.iterdir()

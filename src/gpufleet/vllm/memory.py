@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from gpufleet.errors import InputError
-from gpufleet.models import ModelFacts, kv_dtype_bytes
+from gpufleet.vllm.models import ModelFacts, kv_dtype_bytes
 
 GIB = 1 << 30
 MI300X_TOTAL_BYTES = 206_141_652_992  # hipMemGetInfo total of one MI300X (191.98 GiB)
