@@ -7,8 +7,8 @@ Data flows one way: the CLI's commands drive the stages (inventory -> models -> 
 the packages that know them (`host/` for a host: its names and paths, SSH, systemd readers).
 Rules (imports under `if TYPE_CHECKING:` are types only and do not count):
 
-1. `host/` knows hosts and `gpu/` knows GPU vendors, not gpufleet's stages: each imports only
-   itself and `errors`.
+1. `vllm/` knows vLLM, `gpu/` the GPU vendors, `host/` the hosts — not gpufleet's stages: each
+   imports only itself and `errors`.
 2. `host/scripts/` run on hosts (the host's python3, or a venv gpufleet installs there): they
    import no gpufleet module, and nothing imports them (read as text and sent over SSH).
 3. The pure stages never touch a host or the deploy engine: no paramiko, pyinfra, `host.ssh`.
@@ -25,8 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gpufleet"
-PURE = ("errors", "vocabulary", "yamlsource", "inventory", "models", "memory", "plan", "render",
-        "settings", "secrets", "host.layout", "host.systemctl", "gpu", "gpu.amd", "gpu.models")
+PURE = ("errors", "vocabulary", "yamlsource", "inventory", "plan", "render",
+        "settings", "secrets", "host.layout", "host.systemctl", "gpu", "gpu.amd", "gpu.models",
+        "vllm", "vllm.knobs", "vllm.releases", "vllm.messages", "vllm.memory", "vllm.models",
+        "vllm.flags")
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:
@@ -82,7 +84,7 @@ def _check(me: str, names: list[str], ours: list[str]) -> Iterator[str]:
         if ours:
             yield (f"a host script imports gpufleet.{ours[0]} (it runs on the host, where "
                    "gpufleet is not installed)")
-    elif within(me, "host") or within(me, "gpu"):
+    elif within(me, "host") or within(me, "gpu") or within(me, "vllm"):
         pkg = me.split(".")[0]
         for n in ours:
             if not (within(n, pkg) or within(n, "errors")):

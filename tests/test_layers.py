@@ -19,9 +19,11 @@ def test_each_rule_catches_a_violation(tmp_path: Path) -> None:
     (pkg / "host" / "scripts").mkdir(parents=True)
     (pkg / "commands").mkdir()
     (pkg / "gpu").mkdir()
+    (pkg / "vllm").mkdir()
     files = {
         "host/ssh.py": "from gpufleet.plan import Plan\n",
         "gpu/amd.py": "from gpufleet.host.ssh import Session\nfrom gpufleet.gpu.smi import parse\n",
+        "vllm/memory.py": "from gpufleet.plan import Plan\nfrom gpufleet.vllm import releases\n",
         "host/scripts/probe.py": "import json\nfrom gpufleet.errors import InputError\n",
         "probe.py": "def f():\n    from gpufleet.host.scripts import probe\n",
         "plan.py": "import paramiko\nfrom typing import TYPE_CHECKING\n"
@@ -37,6 +39,8 @@ def test_each_rule_catches_a_violation(tmp_path: Path) -> None:
     assert "host/ssh.py: host/ imports gpufleet.plan" in found
     assert "gpu/amd.py: gpu/ imports gpufleet.host.ssh" in found
     assert "gpu/amd.py: gpu/ imports gpufleet.gpu.smi" not in found
+    assert "vllm/memory.py: vllm/ imports gpufleet.plan" in found
+    assert "vllm/memory.py: vllm/ imports gpufleet.vllm.releases" not in found
     assert "host/scripts/probe.py: a host script imports gpufleet.errors" in found
     assert "probe.py: imports gpufleet.host.scripts" in found
     assert "plan.py: the pure stage plan imports paramiko" in found

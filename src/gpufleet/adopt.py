@@ -16,28 +16,18 @@ from gpufleet.gpu.amd import AMD
 from gpufleet.host.layout import service_of
 from gpufleet.host.ssh import Session
 from gpufleet.host.systemctl import parse_show
+from gpufleet.vllm import knobs
 from gpufleet.vllm.models import catalog_entry
 
-# vLLM flag -> (inventory key, type). Everything else is kept verbatim in extra_args.
+# vLLM flag -> (inventory key, type): the engine knobs' table, plus the service's own keys.
+# Everything else is kept verbatim in extra_args.
 FLAGS: dict[str, tuple[str, type]] = {
-    "--gpu-memory-utilization": ("gpu_memory_utilization", float),
-    "--max-model-len": ("max_model_len", int),
-    "--tensor-parallel-size": ("tensor_parallel_size", int),
-    "-tp": ("tensor_parallel_size", int),
-    "--pipeline-parallel-size": ("pipeline_parallel_size", int),
-    "-pp": ("pipeline_parallel_size", int),
-    "--dtype": ("dtype", str),
-    "--quantization": ("quantization", str),
-    "-q": ("quantization", str),
-    "--kv-cache-dtype": ("kv_cache_dtype", str),
-    "--max-num-seqs": ("max_num_seqs", int),
-    "--max-num-batched-tokens": ("max_num_batched_tokens", int),
+    **{name: (k.key, k.kind) for name, k in knobs.FLAGS.items() if k.kind is not bool},
     "--revision": ("revision", str),
-    "--kv-cache-memory-bytes": ("kv_cache_memory_bytes", int),
     "--port": ("port", int),
 }
 IGNORED = {"--host", "--served-model-name", "--model", "--runner", "--convert", "--task"}
-BOOLEANS = {"--enforce-eager": "enforce_eager"}
+BOOLEANS = {k.flag: k.key for k in knobs.KNOBS if k.kind is bool}
 KIND_BY_MODE = {
     "embed": "embed",
     "classify": "rerank",

@@ -15,12 +15,13 @@ from gpufleet.errors import GpufleetError, InputError
 from gpufleet.gpu.models import GIB, gpu_model
 from gpufleet.inventory import Host, Inventory, Kind, Service
 from gpufleet.vllm import flags as vllm_flags
+from gpufleet.vllm import knobs
 from gpufleet.vllm.memory import (
     Estimate,
     InstanceSpec,
     baseline_bytes,
     estimate,
-    parse_version,
+    has,
     with_free_memory,
 )
 from gpufleet.vllm.models import ModelFacts, find_model, load_model_dir
@@ -294,17 +295,7 @@ def instance_spec(
     spec = InstanceSpec(
         facts=facts,
         gpu_total_bytes=total,
-        gpu_memory_utilization=svc.gpu_memory_utilization,
-        tensor_parallel_size=svc.tensor_parallel_size,
-        pipeline_parallel_size=svc.pipeline_parallel_size,
-        dtype=svc.dtype,
-        quantization=svc.quantization,
-        kv_cache_dtype=svc.kv_cache_dtype,
-        max_model_len=svc.max_model_len,
-        max_num_seqs=svc.max_num_seqs,
-        max_num_batched_tokens=svc.max_num_batched_tokens,
-        enforce_eager=svc.enforce_eager,
-        kv_cache_memory_bytes=svc.kv_cache_memory_bytes,
+        **knobs.spec_values(svc),
         vllm_version=inv.fleet.vllm_version,
     )
     return with_free_memory(spec, free_before - baseline_bytes(spec))
@@ -324,33 +315,15 @@ def vllm_args(
     args += ["--served-model-name", svc.model or svc.name]
     if svc.revision:
         args += ["--revision", svc.revision]
-    if svc.kv_cache_memory_bytes is not None:
-        args += ["--kv-cache-memory-bytes", str(svc.kv_cache_memory_bytes)]
-    args += ["--gpu-memory-utilization", f"{spec.utilization:g}"]
-    args += ["--max-model-len", str(spec.model_len)]
-    if svc.tensor_parallel_size > 1:
-        args += ["--tensor-parallel-size", str(svc.tensor_parallel_size)]
-    if svc.pipeline_parallel_size > 1:
-        args += ["--pipeline-parallel-size", str(svc.pipeline_parallel_size)]
-    if svc.dtype != "auto":
-        args += ["--dtype", svc.dtype]
-    if svc.quantization:
-        args += ["--quantization", svc.quantization]
-    if svc.kv_cache_dtype != "auto":
-        args += ["--kv-cache-dtype", svc.kv_cache_dtype]
-    if svc.max_num_seqs:
-        args += ["--max-num-seqs", str(svc.max_num_seqs)]
-    if svc.max_num_batched_tokens:
-        args += ["--max-num-batched-tokens", str(svc.max_num_batched_tokens)]
-    if svc.enforce_eager:
-        args.append("--enforce-eager")
+    args += knobs.to_argv({**knobs.spec_values(svc), "gpu_memory_utilization": spec.utilization,
+                           "max_model_len": spec.model_len})
     args += _runner_args(svc.kind, inv.fleet.vllm_version)
     return (*args, *svc.extra_args)
 
 
 def _runner_args(kind: Kind, version: str) -> list[str]:
     """Pooling and transcription models: `--runner/--convert` since 0.10.1, `--task` before."""
-    new = parse_version(version) >= (0, 10, 1)
+    new = has(version, "runner_convert_flags")
     if kind is Kind.EMBED:
         return ["--runner", "pooling", "--convert", "embed"] if new else ["--task", "embed"]
     if kind is Kind.RERANK:
@@ -457,15 +430,15 @@ def _image_of(inv: Inventory, svc: Service) -> str | None:
 
 
 # vLLM's ROCm attention backends served decoder-only models until the Triton backend gained
-# encoder/cross-attention (vllm#31406, Dec 2025, in 0.14); AITER FA still lacks it (#38508).
-ROCM_ENCODER_DECODER_SINCE = (0, 14, 0)
+# encoder/cross-attention (vllm#31406, Dec 2025, in 0.14: releases "rocm_encoder_decoder");
+# AITER FA still lacks it (#38508).
 
 
 def _rocm_findings(inv: Inventory, host: str, svc: Service) -> list[Finding]:
     if svc.kind is not Kind.WHISPER or gpu_model(_host_gpu(inv, host)).vendor != "amd":
         return []
     gpu = svc.gpus[0] if len(svc.gpus) == 1 else None
-    if parse_version(inv.fleet.vllm_version) < ROCM_ENCODER_DECODER_SINCE:
+    if not has(inv.fleet.vllm_version, "rocm_encoder_decoder"):
         return [Finding(
             "error", "whisper_on_rocm",
             f"vLLM {inv.fleet.vllm_version} cannot serve encoder-decoder models such as Whisper "

@@ -9,13 +9,10 @@ import math
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.gpu.models import GIB, gpu_model
+from gpufleet.vllm import knobs
 from gpufleet.vllm.memory import (
     DEFAULT_VLLM_VERSION,
-    MAX_BATCHED_TOKENS,
     MAX_GPU_BYTES,
-    MAX_MODEL_LEN,
-    MAX_NUM_SEQS,
-    MAX_PARALLEL_SIZE,
     Estimate,
     InstanceSpec,
     check_vllm_version,
@@ -40,17 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     gpu = p.add_mutually_exclusive_group()
     gpu.add_argument("--gpu", metavar="NAME", default=None, help="GPU model (default mi300x)")
     gpu.add_argument("--gpu-mem-gib", type=float, metavar="FLOAT", help="GPU total memory in GiB")
-    p.add_argument("--util", type=float, metavar="U", help="--gpu-memory-utilization")
-    p.add_argument("--tp", type=int, default=1, help="tensor parallel size")
-    p.add_argument("--pp", type=int, default=1, help="pipeline parallel size")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--quantization", default=None)
-    p.add_argument("--kv-cache-dtype", default="auto")
-    p.add_argument("--max-model-len", type=int)
-    p.add_argument("--max-num-seqs", type=int)
-    p.add_argument("--max-num-batched-tokens", type=int)
-    p.add_argument("--kv-cache-memory-bytes", type=int)
-    p.add_argument("--enforce-eager", action="store_true")
+    knobs.add_estimate_options(p)  # --util, --tp, --max-model-len, ... (gpufleet.vllm.knobs)
     p.add_argument("--vllm-version", default=DEFAULT_VLLM_VERSION)
     p.add_argument("--json", action="store_true", help="print the estimate as JSON (see README)")
     p.set_defaults(func=run)
@@ -59,26 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
 
 MIN_GPU_MEM_GIB = 0.001  # about 1 MiB: below it the byte count rounds to nothing
 MAX_GPU_MEM_GIB = MAX_GPU_BYTES / GIB
-INT_FLAGS = {  # flag attribute -> (low, high)
-    "tp": (1, MAX_PARALLEL_SIZE),
-    "pp": (1, MAX_PARALLEL_SIZE),
-    "max_model_len": (1, MAX_MODEL_LEN),
-    "max_num_seqs": (1, MAX_NUM_SEQS),
-    "max_num_batched_tokens": (1, MAX_BATCHED_TOKENS),
-    "kv_cache_memory_bytes": (1, MAX_GPU_BYTES),
-}
-
-
 def _check_ranges(args: argparse.Namespace) -> None:
-    """Every numeric flag in range (NaN and infinity are never): a clear error, exit 2."""
-    if args.util is not None and not (math.isfinite(args.util) and 0 < args.util <= 1):
-        raise InputError(f"--util {args.util} is out of range", hint="use a value in (0, 1]")
-    for flag, (low, high) in INT_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None and not low <= value <= high:
-            raise InputError(
-                f"--{flag.replace('_', '-')} {value} is out of range", hint=f"use {low} to {high}"
-            )
+    """The GPU size and the version in range (the knobs check their own: knobs.estimate_values)."""
     gib = args.gpu_mem_gib
     if gib is not None and not (math.isfinite(gib) and MIN_GPU_MEM_GIB <= gib <= MAX_GPU_MEM_GIB):
         raise InputError(
@@ -90,6 +59,7 @@ def _check_ranges(args: argparse.Namespace) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> InstanceSpec:
     _check_ranges(args)
+    values = knobs.estimate_values(args)
     facts = load_model_dir(args.config) if args.config else find_model(args.model)
     total = (
         int(args.gpu_mem_gib * GIB)
@@ -99,17 +69,7 @@ def spec_from_args(args: argparse.Namespace) -> InstanceSpec:
     return InstanceSpec(
         facts=facts,
         gpu_total_bytes=total,
-        gpu_memory_utilization=args.util,
-        tensor_parallel_size=args.tp,
-        pipeline_parallel_size=args.pp,
-        dtype=args.dtype,
-        quantization=args.quantization,
-        kv_cache_dtype=args.kv_cache_dtype,
-        max_model_len=args.max_model_len,
-        max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens,
-        enforce_eager=args.enforce_eager,
-        kv_cache_memory_bytes=args.kv_cache_memory_bytes,
+        **values,
         vllm_version=args.vllm_version,
     )
 

@@ -20,6 +20,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from gpufleet.vllm import knobs
+
 BOOL, VALUE, MANY, JSON = "bool", "value", "many", "json"  # how a flag takes its arguments
 
 _FLAGS: dict[str, str] = {}
@@ -105,6 +107,7 @@ SHORT: dict[str, str] = dict(_SHORT)  # `-tp`, `--kv-cache-memory`, ... -> canon
 
 # Flags the plan decides: each names what to set in the inventory instead.
 PLANNED: dict[str, str] = {
+    **{k.flag: f"the service key `{k.key}`" for k in knobs.KNOBS},
     "--model": "the service key `model`",
     "--revision": "the service key `revision`",
     "--served-model-name": "nothing: the plan serves the model under its id (validate and the "
@@ -112,19 +115,8 @@ PLANNED: dict[str, str] = {
     "--host": "the key `bind` (service, host or fleet)",
     "--port": "the service key `port`",
     "--uds": "the service keys `bind` and `port` (health checks use TCP)",
-    "--gpu-memory-utilization": "the service key `gpu_memory_utilization`",
-    "--kv-cache-memory-bytes": "the service key `kv_cache_memory_bytes`",
-    "--max-model-len": "the service key `max_model_len`",
-    "--tensor-parallel-size": "the service key `tensor_parallel_size`",
-    "--pipeline-parallel-size": "the service key `pipeline_parallel_size`",
     "--data-parallel-size": "one service per replica: the plan gives a service exactly "
     "tensor_parallel_size x pipeline_parallel_size GPUs",
-    "--dtype": "the service key `dtype`",
-    "--quantization": "the service key `quantization`",
-    "--kv-cache-dtype": "the service key `kv_cache_dtype`",
-    "--max-num-seqs": "the service key `max_num_seqs`",
-    "--max-num-batched-tokens": "the service key `max_num_batched_tokens`",
-    "--enforce-eager": "the service key `enforce_eager`",
     "--task": "the service key `kind` (llm, embed, rerank, whisper)",
     "--runner": "the service key `kind` (llm, embed, rerank, whisper)",
     "--convert": "the service key `kind` (llm, embed, rerank, whisper)",

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from gpufleet.errors import InputError
+from gpufleet.vllm import messages, releases
 from gpufleet.vllm.models import ModelFacts, kv_dtype_bytes
 
 GIB = 1 << 30
@@ -103,13 +104,14 @@ def check_vllm_version(text: str) -> str:
     return text
 
 
-def _at_least(vllm_version: str, release: tuple[int, int, int]) -> bool:
-    return parse_version(vllm_version) >= release
+def has(vllm_version: str, behaviour: str) -> bool:
+    """Whether a release has a behaviour of gpufleet.vllm.releases (the version checked)."""
+    return releases.has(parse_version(vllm_version), behaviour)
 
 
 def is_v0(vllm_version: str) -> bool:
     """Before 0.8 the V0 engine was the default: other messages, other profiling batch."""
-    return not _at_least(vllm_version, (0, 8, 0))
+    return not has(vllm_version, "v1_engine")
 
 
 def device_wide_accounting(vllm_version: str) -> bool:
@@ -118,18 +120,17 @@ def device_wide_accounting(vllm_version: str) -> bool:
     (`(T - free) - torch_allocated`, fixed by PR #18974) (facts §2.2; vllm-4242, vllm-10533,
     vllm-14376). There a second instance gets less KV instead of failing the free-memory check.
     """
-    v = parse_version(vllm_version)
-    return v < (0, 6, 3) or (0, 6, 4) <= v < (0, 6, 5) or (0, 8, 0) <= v < (0, 9, 1)
+    return has(vllm_version, "device_wide_accounting")
 
 
 def checks_free_memory(vllm_version: str) -> bool:
     """The explicit 'Free memory on device' check exists since V1 0.9.1 (facts §2.2)."""
-    return _at_least(vllm_version, (0, 9, 1))
+    return has(vllm_version, "free_memory_check")
 
 
 def default_utilization(vllm_version: str) -> float:
     """vLLM's default --gpu-memory-utilization: 0.92 since 0.21 (PR #38284), 0.9 before."""
-    return 0.92 if _at_least(vllm_version, (0, 21, 0)) else 0.9
+    return 0.92 if has(vllm_version, "default_utilization_0_92") else 0.9
 
 
 def default_batching(gpu_total_bytes: int, vllm_version: str | None = None) -> tuple[int, int]:
@@ -141,7 +142,7 @@ def default_batching(gpu_total_bytes: int, vllm_version: str | None = None) -> t
     release it can be in. vLLM also keeps A100s in the small tier; only the total is known here.
     """
     gib = gpu_total_bytes / GIB
-    if gib >= 160 and (vllm_version is None or _at_least(vllm_version, (0, 22, 0))):
+    if gib >= 160 and (vllm_version is None or has(vllm_version, "batching_tier_160gib")):
         return 16384, 1024
     if gib >= 70:
         return 8192, 1024
@@ -261,7 +262,7 @@ def cudagraph_bytes(spec: InstanceSpec) -> int:
 
 def graphs_in_budget(vllm_version: str) -> bool:
     """Since 0.21 vLLM profiles graph memory and takes it out of the budget (PR #38284)."""
-    return parse_version(vllm_version) >= (0, 21, 0)
+    return has(vllm_version, "graphs_in_budget")
 
 
 @dataclass(frozen=True)
@@ -309,44 +310,16 @@ def kv_layout(spec: InstanceSpec) -> KvLayout:
 # ---------------------------------------------------------------- messages (vLLM's own words)
 
 
-def _gib(value: int) -> str:
-    return f"{value / GIB:.2f}"
-
-
 def free_memory_message(spec: InstanceSpec, free: int, budget: int) -> str:
-    # no device name in [0.10.2] (facts §2.1) nor in vllm-omni-276 (Dec 2025, vLLM version not
-    # stated); "cuda:0" in vllm-36720 and pytorch-175666 (2026). 0.11.0 is an unverified guess.
-    device = "cuda:0 " if _at_least(spec.vllm_version, (0, 11, 0)) else ""
-    return (
-        f"Free memory on device {device}({_gib(free)}/{_gib(spec.gpu_total_bytes)} GiB) on startup "
-        f"is less than desired GPU memory utilization ({spec.utilization}, {_gib(budget)} GiB). "
-        "Decrease GPU memory utilization or reduce GPU memory used by other processes."
-    )
+    return messages.free_memory(spec.vllm_version, free, spec.gpu_total_bytes, spec.utilization,
+                                budget)
 
 
-NO_KV_MESSAGE = (
-    "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
-    "initializing the engine."
-)
+NO_KV_MESSAGE = messages.NO_KV
 
 
 def max_len_message(spec: InstanceSpec, needed: int, avail: int, fit: int, tokens: int) -> str:
-    length = spec.model_len
-    if is_v0(spec.vllm_version):
-        return (
-            f"The model's max seq len ({length}) is larger than the maximum number of tokens that "
-            f"can be stored in KV cache ({tokens}). Try increasing `gpu_memory_utilization` or "
-            "decreasing `max_model_len` when initializing the engine."
-        )
-    new = _at_least(spec.vllm_version, (0, 22, 0))  # vllm-44376 (v0.22) has the new wording
-    return (
-        f"To serve at least one request with the {'model' if new else 'models'}'s max seq len "
-        f"({length}), ({_gib(needed)} GiB KV cache is needed, which is larger than the available "
-        f"KV cache memory ({_gib(avail)} GiB). Based on the available memory, the estimated "
-        f"maximum model length is {fit}. Try increasing `gpu_memory_utilization` "
-        f"{'(which also controls CPU memory on the CPU backend) ' if new else ''}or decreasing "
-        "`max_model_len` when initializing the engine."
-    )
+    return messages.max_seq_len(spec.vllm_version, spec.model_len, needed, avail, fit, tokens)
 
 
 def parallelism_error(spec: InstanceSpec) -> str | None:

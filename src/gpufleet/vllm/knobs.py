@@ -1,0 +1,132 @@
+"""vLLM's engine knobs that gpufleet plans with: one row each, read by every part that spells one.
+
+A row ties the inventory key (also the InstanceSpec field) to its `vllm serve` flag and short
+forms, its type, bounds and choices, its inventory default and help. From the table come the
+units' flags (`to_argv`), `gpufleet import`'s reading of a running command line (`FLAGS`),
+`estimate`'s options (`add_estimate_options`, `estimate_values`), the instance spec's knob
+fields (`spec_values`), and the extra_args refusals for flags the plan decides
+(gpufleet.vllm.flags). The inventory schema declares the same fields by hand for its types;
+tests/vllm/test_knobs.py checks the two agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gpufleet.errors import InputError
+
+
+@dataclass(frozen=True)
+class Knob:
+    key: str  # inventory key and InstanceSpec field
+    flag: str  # `vllm serve` flag
+    kind: type  # int, float, str or bool (a bool is a flag without a value)
+    help: str
+    default: Any = None  # the inventory's default: None means vLLM decides
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the low bound itself is refused (utilization > 0)
+    choices: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()  # vLLM's short forms (-tp, -pp, -q)
+    estimate: str | None = None  # `gpufleet estimate`'s own spelling, when shorter
+    always: bool = False  # the plan always writes it (it decides the value)
+
+    @property
+    def option(self) -> str:
+        return self.estimate or self.flag
+
+    @property
+    def dest(self) -> str:
+        return self.option.lstrip("-").replace("-", "_")
+
+    def in_range(self, value: Any) -> bool:
+        if self.kind is float and not (isinstance(value, int | float) and math.isfinite(value)):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or value <= self.high
+
+    def bounds(self) -> str:
+        low = f"more than {self.low:g}" if self.low_open else f"{self.low:g}"
+        return f"{low} to {self.high:g}"
+
+
+KNOBS: tuple[Knob, ...] = (  # in the order the units write them
+    Knob("kv_cache_memory_bytes", "--kv-cache-memory-bytes", int,
+         "KV cache size in bytes: replaces the utilization's KV share", low=1, high=2**50),
+    Knob("gpu_memory_utilization", "--gpu-memory-utilization", float,
+         "share of each GPU's memory the instance may use", low=0, high=1, low_open=True,
+         estimate="--util", always=True),
+    Knob("max_model_len", "--max-model-len", int, "context length in tokens", low=1,
+         high=10**8, always=True),
+    Knob("tensor_parallel_size", "--tensor-parallel-size", int, "GPUs the layers are split over",
+         default=1, low=1, high=64, aliases=("-tp",), estimate="--tp"),
+    Knob("pipeline_parallel_size", "--pipeline-parallel-size", int,
+         "GPUs the layer stack is cut over", default=1, low=1, high=64, aliases=("-pp",),
+         estimate="--pp"),
+    Knob("dtype", "--dtype", str, "weight and activation precision", default="auto",
+         choices=("auto", "bfloat16", "float16", "half", "float32")),
+    Knob("quantization", "--quantization", str, "the checkpoint's quantization method",
+         aliases=("-q",)),
+    Knob("kv_cache_dtype", "--kv-cache-dtype", str, "KV cache precision (fp8 halves it)",
+         default="auto", choices=("auto", "fp8", "fp8_e4m3", "fp8_e5m2")),
+    Knob("max_num_seqs", "--max-num-seqs", int, "requests in one batch", low=1, high=10**6),
+    Knob("max_num_batched_tokens", "--max-num-batched-tokens", int,
+         "tokens in one scheduler step", low=1, high=10**8),
+    Knob("enforce_eager", "--enforce-eager", bool, "no CUDA/HIP graphs", default=False),
+)
+BY_KEY = {k.key: k for k in KNOBS}
+# `vllm serve` flag (and short form) -> its knob, for reading a running command line.
+FLAGS = {name: k for k in KNOBS for name in (k.flag, *k.aliases)}
+
+
+def to_argv(values: Mapping[str, Any]) -> list[str]:
+    """The knobs' flags for these values, in table order: those the plan always decides, and
+    the others only when they differ from the inventory's default (vLLM's own then applies)."""
+    argv: list[str] = []
+    for knob in KNOBS:
+        value = values.get(knob.key)
+        if value is None or (not knob.always and value == knob.default):
+            continue
+        if knob.kind is bool:
+            argv += [knob.flag] if value else []
+        else:
+            argv += [knob.flag, f"{value:g}" if knob.kind is float else str(value)]
+    return argv
+
+
+def spec_values(source: Any) -> dict[str, Any]:
+    """Every knob's value on an object with the knobs as attributes (a Service): the
+    InstanceSpec fields."""
+    return {k.key: getattr(source, k.key) for k in KNOBS}
+
+
+# ---------------------------------------------------------------- `gpufleet estimate`
+
+
+def add_estimate_options(parser: argparse.ArgumentParser) -> None:
+    for knob in KNOBS:
+        if knob.kind is bool:
+            parser.add_argument(knob.option, action="store_true", help=knob.help)
+        else:
+            parser.add_argument(knob.option, type=knob.kind, default=knob.default,
+                                metavar=knob.dest.upper() if knob.kind is not str else None,
+                                help=f"{knob.help} ({knob.flag})" if knob.estimate
+                                else knob.help)
+
+
+def estimate_values(args: argparse.Namespace) -> dict[str, Any]:
+    """estimate's options -> InstanceSpec knob fields; a value out of range is an input error
+    (exit 2) naming the option and its bounds."""
+    values = {}
+    for knob in KNOBS:
+        value = getattr(args, knob.dest)
+        if value is not None and knob.low is not None and not knob.in_range(value):
+            raise InputError(f"{knob.option} {value} is out of range",
+                             hint=f"use {knob.bounds()}")
+        values[knob.key] = value
+    return values

@@ -1,0 +1,82 @@
+"""What changed between vLLM releases, as rows: the planner asks `has(version, NAME)` instead of
+comparing version numbers inline, and each row says where its boundary comes from.
+
+A row holds the releases where a behaviour applies, as half-open ranges [from, until). When a
+boundary is corrected (read from a release's own source), only its row changes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+Release = tuple[int, int, int]
+NEVER: Release = (10**6, 0, 0)
+
+
+@dataclass(frozen=True)
+class Semantics:
+    name: str
+    ranges: tuple[tuple[Release, Release], ...]  # [from, until) pairs
+    what: str
+    source: str
+
+    def applies(self, release: Release) -> bool:
+        return any(start <= release < until for start, until in self.ranges)
+
+
+def since(release: Release) -> tuple[tuple[Release, Release], ...]:
+    return ((release, NEVER),)
+
+
+def before(release: Release) -> tuple[tuple[Release, Release], ...]:
+    return (((0, 0, 0), release),)
+
+
+ROWS = (
+    Semantics("v1_engine", since((0, 8, 0)),
+              "the V1 engine is the default: V1 profiling and messages",
+              "vLLM 0.8.0 release notes; facts/vllm-memory.md §2"),
+    Semantics("device_wide_accounting",
+              (((0, 0, 0), (0, 6, 3)), ((0, 6, 4), (0, 6, 5)), ((0, 8, 0), (0, 9, 1))),
+              "everything on the device (own context, other processes) is charged to the budget",
+              "facts §2.2; vllm#4242, vllm#10533, vllm#14376; fixed by PR #18974"),
+    Semantics("free_memory_check", since((0, 9, 1)),
+              "the explicit 'Free memory on device' check before loading", "facts §2.2"),
+    Semantics("default_utilization_0_92", since((0, 21, 0)),
+              "--gpu-memory-utilization defaults to 0.92 (0.9 before)", "vLLM PR #38284"),
+    Semantics("batching_tier_160gib", since((0, 22, 0)),
+              "devices of >= 160 GiB profile 16384 tokens and 1024 sequences by default",
+              "vLLM arg_utils; PR #51726, issue #53961; absent in 0.21.0"),
+    Semantics("graphs_in_budget", since((0, 21, 0)),
+              "graph memory is profiled and taken out of the budget", "vLLM PR #38284"),
+    Semantics("free_memory_names_device", since((0, 11, 0)),
+              "the free-memory error names the device ('cuda:0')",
+              "vllm#36720, pytorch#175666; 0.11.0 is the earliest release assumed"),
+    Semantics("model_s_max_seq_len_wording", since((0, 22, 0)),
+              "the max seq len error says \"model's\" and mentions the CPU backend",
+              "vllm#44376 (v0.22)"),
+    Semantics("runner_convert_flags", since((0, 10, 1)),
+              "pooling and transcription models take --runner/--convert (--task before)",
+              "the serve parser of 0.10.1 (gpufleet's earlier rule, kept as it was)"),
+    Semantics("rocm_encoder_decoder", since((0, 14, 0)),
+              "encoder-decoder models (Whisper) run on ROCm",
+              "vllm#31406 (Triton backend gained cross-attention, Dec 2025, in 0.14); vllm#28184"),
+)
+BY_NAME = {row.name: row for row in ROWS}
+_DIGITS = re.compile(r"\d+")
+
+
+def release_of(version: str) -> Release:
+    """'0.10.2' -> (0, 10, 2), tolerant of suffixes ('0.9.1+rocm', '0.28.1rc1'). The caller has
+    checked the text (gpufleet.vllm.memory.parse_version)."""
+    parts = [int(m.group(0)) if (m := _DIGITS.match(p.strip())) else 0
+             for p in version.replace("+", ".").split(".")[:3]]
+    parts += [0] * (3 - len(parts))
+    return parts[0], parts[1], parts[2]
+
+
+def has(version: str | Release, name: str) -> bool:
+    """Whether the named behaviour applies in this release (a KeyError names a typo)."""
+    release = release_of(version) if isinstance(version, str) else version
+    return BY_NAME[name].applies(release)

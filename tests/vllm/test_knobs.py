@@ -1,0 +1,97 @@
+"""The knob table is the one spelling of vLLM's engine knobs: the schema, the instance spec,
+estimate's options, the units' flags and import's reading of a command line all agree with it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Annotated, Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
+
+from gpufleet.adopt import service_from_argv
+from gpufleet.commands import estimate
+from gpufleet.errors import InputError
+from gpufleet.inventory import Service
+from gpufleet.vllm import flags, knobs
+from gpufleet.vllm.memory import InstanceSpec
+
+KNOBS = knobs.KNOBS
+
+
+def accepts(knob: knobs.Knob, value: Any) -> bool:
+    field = Service.model_fields[knob.key]
+    kind = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+    try:
+        TypeAdapter(kind).validate_python(value)  # type: ignore[arg-type]
+    except ValidationError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("knob", KNOBS, ids=lambda k: k.key)
+def test_the_schema_declares_each_knob_as_the_table_does(knob: knobs.Knob) -> None:
+    field = Service.model_fields[knob.key]
+    assert field.default == knob.default
+    if knob.high is not None:
+        kind = knob.kind
+        assert accepts(knob, kind(knob.high)) and not accepts(knob, kind(knob.high) + 1)
+        low = kind(knob.low)
+        assert accepts(knob, low) is not knob.low_open
+        assert not accepts(knob, low - 1)
+    for choice in knob.choices:
+        assert accepts(knob, choice)
+    if knob.choices:
+        assert not accepts(knob, "int3")
+
+
+def test_every_knob_is_an_instance_spec_field_and_an_estimate_option() -> None:
+    spec_fields = {f.name for f in dataclasses.fields(InstanceSpec)}
+    assert {k.key for k in KNOBS} <= spec_fields
+    sub = argparse.ArgumentParser().add_subparsers()
+    options = {o for a in estimate.add_parser(sub)._actions for o in a.option_strings}
+    assert {k.option for k in KNOBS} <= options
+    assert {"--util", "--tp", "--pp"} <= options  # estimate's documented short spellings
+
+
+def test_estimate_refuses_out_of_range_values_naming_the_option() -> None:
+    args = argparse.Namespace(**{k.dest: k.default for k in KNOBS})
+    args.tp = 65
+    with pytest.raises(InputError) as err:
+        knobs.estimate_values(args)
+    assert "--tp 65 is out of range" in str(err.value) and "1 to 64" in str(err.value)
+    args.tp, args.util = 1, 0.0
+    with pytest.raises(InputError, match="--util 0.0 is out of range"):
+        knobs.estimate_values(args)
+
+
+def test_the_plan_decides_every_knobs_flag_so_extra_args_cannot_set_it() -> None:
+    assert {k.flag for k in KNOBS} <= set(flags.PLANNED)
+
+
+values = st.fixed_dictionaries({
+    "gpu_memory_utilization": st.sampled_from([0.05, 0.1, 0.5, 0.93, 1.0]),
+    "max_model_len": st.integers(1, 10**6),
+    "kv_cache_memory_bytes": st.none() | st.integers(1, 2**40),
+    "tensor_parallel_size": st.integers(1, 8),
+    "pipeline_parallel_size": st.integers(1, 4),
+    "dtype": st.sampled_from(["auto", "bfloat16", "float16"]),
+    "quantization": st.none() | st.sampled_from(["awq", "gptq", "fp8"]),
+    "kv_cache_dtype": st.sampled_from(["auto", "fp8"]),
+    "max_num_seqs": st.none() | st.integers(1, 1024),
+    "max_num_batched_tokens": st.none() | st.integers(1, 65536),
+    "enforce_eager": st.booleans(),
+})
+
+
+@settings(max_examples=200, deadline=None)
+@given(values)
+def test_units_flags_read_back_by_import_give_the_same_knobs(vals: dict[str, Any]) -> None:
+    argv = ["vllm", "serve", "org/model", *knobs.to_argv(vals)]
+    svc = service_from_argv(argv, {}, "svc")
+    for knob in KNOBS:
+        assert svc.get(knob.key, knob.default) == vals[knob.key], knob.key
+    assert "extra_args" not in svc  # every flag the table writes is one import understands
