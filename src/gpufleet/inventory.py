@@ -19,17 +19,17 @@ import hashlib
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     Strict,
-    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -38,6 +38,7 @@ from gpufleet.errors import InputError, InputErrors
 from gpufleet.gpu.models import GPU_MODELS
 from gpufleet.settings import SETTINGS, message, unknown_setting_hint
 from gpufleet.vllm import flags as vllm_flags
+from gpufleet.vllm import knobs
 from gpufleet.vllm.models import check_model_id, check_revision
 from gpufleet.vocabulary import (
     ArgWord,
@@ -52,7 +53,6 @@ from gpufleet.vocabulary import (
     ModelId,
     Port,
     PosixName,
-    Quantization,
     Revision,
     RocmVersion,
     UnixName,
@@ -158,7 +158,17 @@ class Fleet(_Strict):
         return v.lower()
 
 
-class Service(_Strict):
+# The vLLM engine knobs of a service (gpu_memory_utilization, max_model_len, parallelism, dtype,
+# quantization, kv_cache_dtype, batching, block_size, ...): one row each in gpufleet.vllm.knobs,
+# which gives each its type, bounds and default. For the type checker they are attributes of
+# Service typed Any (__getattr__ below); at run time pydantic validates them as the table says.
+if TYPE_CHECKING:
+    _Knobs = _Strict
+else:
+    _Knobs = create_model("_Knobs", __base__=_Strict, **knobs.schema_fields())
+
+
+class Service(_Knobs):
     name: Label
     kind: Kind
     model: ModelId | None = None
@@ -167,18 +177,7 @@ class Service(_Strict):
     gpus: list[GpuIndex] = Field(min_length=1, max_length=64)
     port: Port
     bind: IpLiteral | None = Field(None, description="address it listens on (over host, fleet)")
-    gpu_memory_utilization: Fraction | None = None
-    kv_cache_memory_bytes: Bytes | None = None
     memory_gib: GiB | None = None
-    max_model_len: Tokens | None = None
-    tensor_parallel_size: Parallel = 1
-    pipeline_parallel_size: Parallel = 1
-    dtype: Literal["auto", "bfloat16", "float16", "half", "float32"] = "auto"
-    quantization: Quantization | None = None
-    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
-    max_num_seqs: Seqs | None = None
-    max_num_batched_tokens: Tokens | None = None
-    enforce_eager: StrictBool = False
     command: list[ArgWord] | None = Field(
         None, min_length=1, max_length=1024, description="custom kind: the program and its args"
     )
@@ -189,6 +188,9 @@ class Service(_Strict):
     secrets: dict[PosixName, PosixName] = Field(
         default_factory=dict, description="ENV_VAR: secret name from fleet.secrets"
     )
+
+    if TYPE_CHECKING:
+        def __getattr__(self, name: str) -> Any: ...  # the knobs (see _Knobs)
 
 
 class Host(_Strict):

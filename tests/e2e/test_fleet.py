@@ -201,17 +201,17 @@ def test_failed_change_is_rolled_back_on_the_first_host(lab: Lab, inv: Path) -> 
     before = {h: units(lab, h) for h in hosts(lab)}
     good = inv.read_text()
     # a flag vLLM has, with a value its parser refuses at startup (the plan cannot know)
-    edit(inv, lambda d: [service(d, h, "chat").update(extra_args=["--block-size", "7"])
+    edit(inv, lambda d: [service(d, h, "chat").update(extra_args=["--load-format", "bogus"])
                          for h in d["hosts"]])
     result = deploy(inv)
     inv.write_text(good)
     first, rest = hosts(lab)[0], hosts(lab)[1:]
     assert result.exit_status == 1
     out = result.stdout
-    assert first in out and "chat" in out and "argument --block-size: invalid choice" in out
+    assert first in out and "chat" in out and "argument --load-format: invalid choice" in out
     assert "rolled-back" in out and len(re.findall(r"│\s*skipped\s*│", out)) == len(rest)
     unit = sh(lab, first, "cat /etc/systemd/system/gpufleet-chat.service")
-    assert "--block-size" not in unit and "--max-model-len 2048" in unit
+    assert "--load-format" not in unit and "--max-model-len 2048" in unit
     assert units(lab, first)["chat"]["ActiveState"] == "active"
     for host in rest:  # untouched
         assert units(lab, host)["chat"]["MainPID"] == before[host]["chat"]["MainPID"]

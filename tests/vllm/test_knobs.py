@@ -84,6 +84,7 @@ values = st.fixed_dictionaries({
     "max_num_seqs": st.none() | st.integers(1, 1024),
     "max_num_batched_tokens": st.none() | st.integers(1, 65536),
     "enforce_eager": st.booleans(),
+    "block_size": st.sampled_from([1, 16, 32, 48, 128]),
 })
 
 
@@ -95,3 +96,41 @@ def test_units_flags_read_back_by_import_give_the_same_knobs(vals: dict[str, Any
     for knob in KNOBS:
         assert svc.get(knob.key, knob.default) == vals[knob.key], knob.key
     assert "extra_args" not in svc  # every flag the table writes is one import understands
+
+
+def test_block_size_came_in_as_one_row() -> None:
+    """--block-size was missing (only extra_args could set it, unplanned); one row in the table
+    made it an inventory key, a unit flag, an estimate option, import's reading and the plan's
+    KV arithmetic."""
+    from support import run_cli
+
+    from gpufleet import inventory
+    from gpufleet.plan import build_plan
+    from gpufleet.render import render_host
+
+    text = """\
+fleet: {name: blocks, vllm_version: "0.19.1", runtime: venv}
+hosts:
+  h1:
+    address: h1.blocks.example
+    gpu_count: 1
+    services:
+      - {name: chat, kind: llm, model: Qwen/Qwen2.5-0.5B-Instruct, gpus: [0], port: 8000,
+         gpu_memory_utilization: 0.3, max_model_len: 4096, block_size: 48}
+"""
+    plan = build_plan(inventory.loads(text, "blocks.yml"))
+    svc = plan.hosts[0].services[0]
+    assert svc.estimate.kv_tokens % 48 == 0
+    unit = next(f.content for f in render_host(plan, "h1") if f.path.endswith("chat.service"))
+    assert "--block-size 48" in unit
+    assert service_from_argv(["vllm", "serve", "m", "--block-size", "48"], {}, "s")[
+        "block_size"] == 48
+    with pytest.raises(InputError) as err:
+        inventory.loads(text.replace("block_size: 48", "block_size: 0"), "blocks.yml")
+    assert "block_size" in str(err.value) and "blocks.yml:" in str(err.value)
+    with pytest.raises(InputError, match="extra_args sets --block-size"):
+        inventory.loads(text.replace("block_size: 48", "extra_args: [--block-size, '32']"),
+                        "blocks.yml")
+    result = run_cli("estimate", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--block-size", "48",
+                     "--max-model-len", "4096", "--json")
+    assert result.exit_status == 0

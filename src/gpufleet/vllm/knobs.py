@@ -2,20 +2,22 @@
 
 A row ties the inventory key (also the InstanceSpec field) to its `vllm serve` flag and short
 forms, its type, bounds and choices, its inventory default and help. From the table come the
-units' flags (`to_argv`), `gpufleet import`'s reading of a running command line (`FLAGS`),
-`estimate`'s options (`add_estimate_options`, `estimate_values`), the instance spec's knob
-fields (`spec_values`), and the extra_args refusals for flags the plan decides
-(gpufleet.vllm.flags). The inventory schema declares the same fields by hand for its types;
-tests/vllm/test_knobs.py checks the two agree.
+inventory schema's fields (`schema_fields`), the units' flags (`to_argv`), `gpufleet import`'s
+reading of a running command line (`FLAGS`), `estimate`'s options (`add_estimate_options`,
+`estimate_values`), the instance spec's knob fields (`spec_values`), and the extra_args refusals
+for flags the plan decides (gpufleet.vllm.flags). Adding a knob is one row here (and its tests).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, Strict, StrictBool, StrictInt, StrictStr
 
 from gpufleet.errors import InputError
 
@@ -31,6 +33,7 @@ class Knob:
     high: float | None = None
     low_open: bool = False  # the low bound itself is refused (utilization > 0)
     choices: tuple[str, ...] = ()
+    pattern: tuple[str, str] | None = None  # (regex, what it allows) for free-form names
     aliases: tuple[str, ...] = ()  # vLLM's short forms (-tp, -pp, -q)
     estimate: str | None = None  # `gpufleet estimate`'s own spelling, when shorter
     always: bool = False  # the plan always writes it (it decides the value)
@@ -71,6 +74,8 @@ KNOBS: tuple[Knob, ...] = (  # in the order the units write them
     Knob("dtype", "--dtype", str, "weight and activation precision", default="auto",
          choices=("auto", "bfloat16", "float16", "half", "float32")),
     Knob("quantization", "--quantization", str, "the checkpoint's quantization method",
+         pattern=(r"[a-z0-9][a-z0-9_-]{0,31}", "a quantization method as vLLM names them "
+                  "(lower-case letters, digits, '_', '-'; at most 32), e.g. fp8, awq, gptq"),
          aliases=("-q",)),
     Knob("kv_cache_dtype", "--kv-cache-dtype", str, "KV cache precision (fp8 halves it)",
          default="auto", choices=("auto", "fp8", "fp8_e4m3", "fp8_e5m2")),
@@ -78,6 +83,8 @@ KNOBS: tuple[Knob, ...] = (  # in the order the units write them
     Knob("max_num_batched_tokens", "--max-num-batched-tokens", int,
          "tokens in one scheduler step", low=1, high=10**8),
     Knob("enforce_eager", "--enforce-eager", bool, "no CUDA/HIP graphs", default=False),
+    Knob("block_size", "--block-size", int, "tokens per KV cache block (the KV cache is whole "
+         "blocks)", default=16, low=1, high=1 << 16),
 )
 BY_KEY = {k.key: k for k in KNOBS}
 # `vllm serve` flag (and short form) -> its knob, for reading a running command line.
@@ -97,6 +104,41 @@ def to_argv(values: Mapping[str, Any]) -> list[str]:
         else:
             argv += [knob.flag, f"{value:g}" if knob.kind is float else str(value)]
     return argv
+
+
+def schema_type(knob: Knob) -> Any:
+    """The inventory field's type: strict, bounded, with the table's choices or name rule."""
+    kind: Any
+    if knob.kind is bool:
+        kind = StrictBool
+    elif knob.kind is int:
+        kind = Annotated[StrictInt, Field(ge=knob.low, le=knob.high)]
+    elif knob.kind is float:
+        bound = (Field(gt=knob.low, le=knob.high, allow_inf_nan=False) if knob.low_open
+                 else Field(ge=knob.low, le=knob.high, allow_inf_nan=False))
+        kind = Annotated[float, Strict(), bound]
+    elif knob.choices:
+        kind = Literal[knob.choices]
+    else:
+        assert knob.pattern is not None, f"{knob.key}: a free-form string needs a pattern"
+        kind = Annotated[StrictStr, AfterValidator(_rule(*knob.pattern))]
+    return kind if knob.default is not None else kind | None
+
+
+def _rule(pattern: str, what: str) -> Callable[[str], str]:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"not {what}")
+        return value
+
+    return check
+
+
+def schema_fields() -> dict[str, Any]:
+    """key -> (type, Field) for pydantic's create_model: the inventory's knob fields."""
+    return {k.key: (schema_type(k), Field(k.default, description=k.help)) for k in KNOBS}
 
 
 def spec_values(source: Any) -> dict[str, Any]:
