@@ -220,6 +220,7 @@ def drive(monkeypatch: pytest.MonkeyPatch, script: Script, names: list[str],
     monkeypatch.setattr(rollout, "unit_states", states)
     monkeypatch.setattr(rollout, "logged_error", lambda s, n: "ValueError: boom")
     monkeypatch.setattr(rollout, "restore", restore)
+    monkeypatch.setattr(rollout, "has_unit", lambda s, n: True)
     monkeypatch.setattr(rollout, "Session", no_new_connections)
     monkeypatch.setattr(rollout, "POLL_S", 0.0)
     make_run: Callable[[list[HostTarget]], Any] = lambda ts: FakeRun(script, ts)  # noqa: E731

@@ -23,9 +23,9 @@ from typing import Any, Literal
 from gpufleet.deploy import FleetDeploy, HostReport, SshOverride
 from gpufleet.deploys.target import HostTarget
 from gpufleet.host.knowngood import SNAPSHOT, restore
-from gpufleet.host.layout import owner_of, unit_path
+from gpufleet.host.layout import owner_of
 from gpufleet.host.ssh import HostUnreachable, Session, SshTarget
-from gpufleet.host.units import logged_error, unit_states
+from gpufleet.host.units import has_unit, logged_error, unit_states
 from gpufleet.inventory import RolloutPolicy
 from gpufleet.observe import run_probes
 from gpufleet.probe import Probe
@@ -257,7 +257,7 @@ def _roll_back(session: Session, target: HostTarget, outcome: HostOutcome,
     notify(f"{target.name}: {', '.join(outcome.failures) or 'the deploy'} failed: rolling back")
     restarted = restore(session, [s.name for s in target.services])
     outcome.restarted = sorted(set(outcome.restarted) | set(restarted))
-    kept = [n for n in restarted if session.run(f"test -f {unit_path(n)}").rc == 0]
+    kept = [n for n in restarted if has_unit(session, n)]
     after = wait_healthy(session, target, kept, policy.health_timeout_s,
                          policy.health_check == "request") if kept else {}
     outcome.status = rollback_status(after)

@@ -64,6 +64,12 @@ def test_a_vendor_without_an_accelerator_plans_but_does_not_render() -> None:
                    "--max-model-len", "4096").exit_status == 0
 
 
+def test_the_service_users_groups_default_to_what_the_devices_need() -> None:
+    from gpufleet.settings import defaults
+
+    assert tuple(defaults()["gpufleet_gpu_groups"]) == AMD.unit_groups
+
+
 def test_the_survey_lists_gpus_by_the_amd_pci_vendor() -> None:
     script = AMD.survey_gpus_script()
     assert "/sys/class/drm/card" in script and "0x1002" in script and "rocm-smi" not in script

@@ -35,6 +35,10 @@ class Accelerator(Protocol):
     def driver_step(self) -> str:
         """The deploy step that installs the driver and its runtime."""
         ...
+    @property
+    def unit_groups(self) -> tuple[str, ...]:
+        """Groups a unit's user needs to open the devices (gpufleet_gpu_groups' default)."""
+        ...
 
     def container_device_args(self) -> list[list[str]]:
         """`docker run` arguments that give a container the GPUs, one group per unit line."""

@@ -37,6 +37,7 @@ class Amd:
     device_env: tuple[str, ...] = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
                                    "CUDA_VISIBLE_DEVICES")
     driver_step: str = "rocm"
+    unit_groups: tuple[str, ...] = ("render", "video")  # /dev/kfd and /dev/dri
 
     def container_device_args(self) -> list[list[str]]:
         return [["--device=/dev/kfd", "--device=/dev/dri", "--group-add=video"],

@@ -3,7 +3,7 @@ gate, validate and status: unit states, how long each has been active, the error
 
 from __future__ import annotations
 
-from gpufleet.host.layout import UNIT_GLOB, unit_id, unit_name
+from gpufleet.host.layout import UNIT_GLOB, unit_id, unit_name, unit_path
 from gpufleet.host.ssh import Session
 from gpufleet.host.systemctl import by_service, parse_show
 
@@ -35,6 +35,11 @@ def states_and_uptimes(session: Session) -> tuple[dict[str, str], dict[str, floa
         if states[unit] == "active" and since:
             uptimes[unit] = max(now - since, 0.0)
     return states, uptimes
+
+
+def has_unit(session: Session, service: str) -> bool:
+    """The service's unit file is on the host (a restore may have removed it)."""
+    return session.run(f"test -f {unit_path(service)}").rc == 0
 
 
 def logged_error(session: Session, service: str) -> str:
