@@ -48,3 +48,16 @@ def test_each_rule_catches_a_violation(tmp_path: Path) -> None:
     assert "render.py: imports gpufleet.commands" in found
     assert "rollout.py: imports gpufleet_lab (the product never uses the lab)" in found
     assert "src/gpufleet/commands/" not in found  # the CLI layer may use commands/ and the lab
+
+
+def test_the_product_wheel_holds_no_lab() -> None:
+    """The wheel packs src/gpufleet only, and no lab code lives there (the lab is lab/)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/gpufleet"]
+    package = REPO / "src" / "gpufleet"
+    assert not (package / "lab").exists()
+    assert not [p for p in package.rglob("*") if "vllm_double" in p.parts or p.name == "fakegpu.py"]
+    lab = tomllib.loads((REPO / "lab" / "pyproject.toml").read_text())
+    assert lab["project"]["entry-points"]["gpufleet.commands"] == {"lab": "gpufleet_lab.command"}

@@ -28,7 +28,7 @@ from gpufleet.deploys.settings import settings_now
 from gpufleet.plan import build_plan
 from gpufleet.render import render_host
 
-FIXTURES = Path(__file__).parent / "fixtures" / "deploys"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "deploys"
 TOKEN = "hf_SECRETtokenVALUE0123456789"
 LAB = {  # what the lab sets: mirror, no kernel, no hub, no tuning
     "gpufleet_rocm_install_driver": False,
