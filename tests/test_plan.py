@@ -217,3 +217,38 @@ def test_estimate_bad_flags_exit_2(cli):
     assert cli("estimate", "--model", "x/y", "--util", "1.5").exit_status == 2
     assert cli("estimate", "--util", "0.5").exit_status == 2  # neither --config nor --model
     assert cli("estimate", "--model", "acme/none").exit_status == 2
+
+
+SCHEDULER = """\
+fleet: {{name: sched, vllm_version: "0.19.1", runtime: venv}}
+hosts:
+  h1:
+    address: h1.sched.example
+    gpu_count: 2
+    services:
+      - {{name: chat, kind: llm, model: Qwen/Qwen2.5-0.5B-Instruct, gpus: [0], port: 8000,
+         gpu_memory_utilization: 0.3, max_model_len: 8192, {chat}}}
+      - {{name: embed, kind: embed, model: intfloat/multilingual-e5-large, gpus: [1],
+         port: 8001, gpu_memory_utilization: 0.05, max_model_len: 512, {embed}}}
+"""
+
+
+def scheduler_findings(chat: str, embed: str) -> dict[tuple[str, str], str]:
+    from gpufleet import inventory
+
+    text = SCHEDULER.format(chat=chat, embed=embed)
+    plan = build_plan(inventory.loads(text, "sched.yml"))
+    return {(f.service or "", f.code): f.severity for f in plan.findings}
+
+
+def test_vllms_scheduler_refusals_are_plan_errors() -> None:
+    found = scheduler_findings("max_num_seqs: 256, max_num_batched_tokens: 128",
+                               "max_num_batched_tokens: 256")
+    assert found[("chat", "batched_tokens_below_seqs")] == "error"
+    assert found[("embed", "batched_tokens_below_max_model_len")] == "error"
+    # a generative model chunks its prefill: fewer batched tokens than max_model_len is fine
+    assert ("chat", "batched_tokens_below_max_model_len") not in found
+    ok = scheduler_findings("max_num_seqs: 64, max_num_batched_tokens: 2048",
+                            "max_num_batched_tokens: 512")
+    assert not {code for (_, code) in ok} & {"batched_tokens_below_seqs",
+                                               "batched_tokens_below_max_model_len"}

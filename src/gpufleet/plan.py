@@ -379,6 +379,8 @@ def _service_findings(
             f"{est.activation_bytes / GIB:.1f} GiB of a {est.budget_bytes / GIB:.1f} GiB budget",
             "set max_num_seqs and max_num_batched_tokens for small co-located models",
         )
+    out += [Finding("error", code, message, host, svc.gpus[0] if len(svc.gpus) == 1 else None,
+                    svc.name, hint) for code, message, hint in _scheduler_problems(svc, spec)]
     out += _parallel_findings(host, svc, spec)
     out += _rocm_findings(inv, host, svc)
     if not (svc.revision and _COMMIT.fullmatch(svc.revision)):
@@ -432,6 +434,29 @@ def _image_of(inv: Inventory, svc: Service) -> str | None:
 # vLLM's ROCm attention backends served decoder-only models until the Triton backend gained
 # encoder/cross-attention (vllm#31406, Dec 2025, in 0.14: releases "rocm_encoder_decoder");
 # AITER FA still lacks it (#38508).
+
+
+def _scheduler_problems(svc: Service, spec: InstanceSpec) -> list[tuple[str, str, str]]:
+    """What vLLM's scheduler config refuses at startup: fewer batched tokens than sequences,
+    and, without chunked prefill (pooling models never chunk), fewer than one request's
+    max_model_len tokens. Only explicit values: vLLM's defaults satisfy both."""
+    problems = []
+    tokens, seqs = svc.max_num_batched_tokens, svc.max_num_seqs
+    if tokens is not None and seqs is not None and tokens < seqs:
+        problems.append((
+            "batched_tokens_below_seqs",
+            f"max_num_batched_tokens ({tokens}) must be greater than or equal to max_num_seqs "
+            f"({seqs}): vLLM's scheduler refuses it at startup",
+            f"set max_num_batched_tokens >= {seqs} or max_num_seqs <= {tokens}"))
+    pooling = svc.kind in (Kind.EMBED, Kind.RERANK)
+    if pooling and tokens is not None and tokens < spec.model_len:
+        problems.append((
+            "batched_tokens_below_max_model_len",
+            f"max_num_batched_tokens ({tokens}) is smaller than max_model_len "
+            f"({spec.model_len}): a {svc.kind.value} model has no chunked prefill, so vLLM's "
+            "scheduler refuses it at startup",
+            f"set max_num_batched_tokens >= {spec.model_len} or max_model_len <= {tokens}"))
+    return problems
 
 
 def _rocm_findings(inv: Inventory, host: str, svc: Service) -> list[Finding]:
@@ -505,8 +530,9 @@ def _too_big_hint(svc: Service, spec: InstanceSpec, est: Estimate) -> str:
 
 def _parallel_hint(svc: Service, facts: ModelFacts) -> str:
     n = len(svc.gpus)
-    heads = facts.num_attention_heads
-    fits = [tp for tp in range(1, n + 1) if heads % tp == 0 and n % tp == 0]
+    heads, kv = facts.num_attention_heads, facts.num_kv_heads
+    fits = [tp for tp in range(1, n + 1) if heads % tp == 0 and n % tp == 0
+            and (kv % tp == 0 if kv >= tp else tp % kv == 0)]
     best = max(fits)
     return (
         f"{heads} attention heads split over tensor_parallel_size {best} x "

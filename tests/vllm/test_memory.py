@@ -302,6 +302,30 @@ def test_graphs_outside_the_budget_before_0_21():
 # ---------------------------------------------------------------- parallelism
 
 
+@pytest.mark.parametrize(("heads", "kv", "tp", "ok"), [
+    (48, 8, 6, False),  # 8 KV heads over 6 ranks: neither a multiple nor a divisor
+    (48, 8, 3, False),
+    (28, 4, 7, False),  # 4 KV heads at TP 7 (a Qwen2.5-7B shape)
+    (32, 8, 4, True), (32, 8, 8, True),
+    (32, 8, 16, True),  # 16 ranks over 8 heads: each head replicated twice
+    (32, 4, 8, True), (28, 4, 14, False),
+])
+def test_kv_heads_must_split_over_tensor_parallel_ranks(heads, kv, tp, ok):  # type: ignore[no-untyped-def]
+    est = estimate(spec(facts=facts(num_attention_heads=heads, num_kv_heads=kv),
+                        tensor_parallel_size=tp, gpu_total_bytes=8 * H100))  # fmt: skip
+    if ok:
+        assert est.error_kind != "parallelism"
+    else:
+        assert est.error_kind == "parallelism"
+        assert f"The number of KV heads ({kv}) cannot be split over tensor parallel size " \
+               f"({tp})" in (est.error or "")
+
+
+def test_mla_latents_are_replicated_on_every_rank():
+    est = estimate(spec(facts=mla_facts(), tensor_parallel_size=8, gpu_total_bytes=8 * H100))
+    assert est.error_kind != "parallelism"
+
+
 def test_parallelism_error_when_heads_not_divisible():
     est = estimate(spec(facts=facts(num_attention_heads=40, num_kv_heads=8),
                         tensor_parallel_size=3))  # fmt: skip

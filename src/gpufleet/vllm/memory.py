@@ -329,6 +329,15 @@ def parallelism_error(spec: InstanceSpec) -> str | None:
             f"Total number of attention heads ({heads}) must be divisible by tensor parallel "
             f"size ({tp})."
         )
+    kv = spec.facts.num_kv_heads
+    if (kv >= tp and kv % tp) or (kv < tp and tp % kv):
+        # vLLM's attention layers split the KV heads over the ranks, or replicate them when there
+        # are fewer heads than ranks (then the ranks must be a multiple of the heads): else
+        # model construction fails (an assertion, no message of its own)
+        return (
+            f"The number of KV heads ({kv}) cannot be split over tensor parallel size ({tp}): "
+            "it must be a multiple of it, or a divisor of it when heads are replicated."
+        )
     layers, pp = spec.facts.num_layers, spec.pipeline_parallel_size
     if pp > layers:
         return f"Pipeline parallel size ({pp}) is larger than the number of layers ({layers})."
