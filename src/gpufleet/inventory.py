@@ -72,11 +72,7 @@ SETTING_RE = r"^gpufleet_[a-z0-9_]+$"  # the prefixed knobs of group_data/all.py
 Count = Annotated[StrictInt, Field(ge=1, le=10_000)]
 Parallel = Annotated[StrictInt, Field(ge=1, le=64)]
 GpuIndex = Annotated[StrictInt, Field(ge=0, le=63)]
-Tokens = Annotated[StrictInt, Field(ge=1, le=10**8)]
-Seqs = Annotated[StrictInt, Field(ge=1, le=10**6)]
-Bytes = Annotated[StrictInt, Field(ge=1, le=2**50)]
 GiB = Annotated[float, Strict(), Field(gt=0, le=4096, allow_inf_nan=False)]
-Fraction = Annotated[float, Strict(), Field(gt=0, le=1, allow_inf_nan=False)]
 Seconds = Annotated[float, Strict(), Field(gt=0, le=86_400, allow_inf_nan=False)]
 
 

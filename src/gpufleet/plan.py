@@ -379,8 +379,8 @@ def _service_findings(
             f"{est.activation_bytes / GIB:.1f} GiB of a {est.budget_bytes / GIB:.1f} GiB budget",
             "set max_num_seqs and max_num_batched_tokens for small co-located models",
         )
-    out += [Finding("error", code, message, host, svc.gpus[0] if len(svc.gpus) == 1 else None,
-                    svc.name, hint) for code, message, hint in _scheduler_problems(svc, spec)]
+    for code, message, hint in _scheduler_problems(svc, spec):
+        add("error", code, message, hint)
     out += _parallel_findings(host, svc, spec)
     out += _rocm_findings(inv, host, svc)
     if not (svc.revision and _COMMIT.fullmatch(svc.revision)):

@@ -53,8 +53,6 @@ check_posix_name = _rule(r"[A-Za-z_][A-Za-z0-9_]*", "a POSIX name: letters, digi
 check_unix_name = _rule(r"[a-z_][a-z0-9_-]*[$]?", "a user or group name as useradd allows: "
                         "lower-case letters, digits, '_' and '-', starting with a letter or '_' "
                         "(at most 32 characters)", 32)
-check_quantization = _rule(r"[a-z0-9][a-z0-9_-]*", "a quantization method as vLLM names them "
-                           "(lower-case letters, digits, '_', '-'), e.g. fp8, awq, gptq", 32)
 check_rocm_version = _rule(r"[0-9]{1,4}(\.[0-9]{1,4}){0,3}", "a ROCm version: dotted numbers "
                            "such as 6.4.1", 19)
 check_vllm_version = _rule(
@@ -256,7 +254,6 @@ RocmVersion = Annotated[StrictStr, AfterValidator(check_rocm_version)]
 VllmVersion = Annotated[StrictStr, AfterValidator(check_vllm_version)]
 ModelId = Annotated[StrictStr, AfterValidator(check_model_id)]
 Revision = Annotated[StrictStr, AfterValidator(check_revision)]
-Quantization = Annotated[StrictStr, AfterValidator(check_quantization)]
 Package = Annotated[StrictStr, AfterValidator(check_package)]
 ArgWord = Annotated[StrictStr, AfterValidator(check_arg_word)]
 EnvValue = Annotated[StrictStr, AfterValidator(check_env_value)]

@@ -300,6 +300,12 @@ def test_an_encoder_only_model_holds_its_weights_not_the_budget(start, gpus: Pat
     assert held < 0.3 * 206141652992
 
 
+@pytest.mark.parametrize("memory", ["{not json", "[1]", '{"weight_bytes": 1}'])
+def test_a_test_s_memory_numbers_must_be_well_formed(start, memory: str) -> None:  # type: ignore[no-untyped-def]
+    code, err = start("--gpu-memory-utilization", "0.1", VLLM_TEST_DOUBLE_MEMORY=memory).finish()
+    assert code == 1 and "VLLM_TEST_DOUBLE_MEMORY" in err and "Traceback" not in err
+
+
 def test_the_double_knows_only_the_models_it_has_numbers_for(start) -> None:  # type: ignore[no-untyped-def]
     code, err = start("--gpu-memory-utilization", "0.1", model="org/unknown-model").finish()
     assert code == 1 and "is not a valid model identifier" in err

@@ -14,7 +14,7 @@ import pytest
 from support import run_cli
 
 from gpufleet.errors import InputError
-from gpufleet.vllm.memory import InstanceSpec, check_vllm_version, estimate, parse_version
+from gpufleet.vllm.memory import InstanceSpec, estimate
 from gpufleet.vllm.models import (
     MAX_JSON_BYTES,
     catalog_ids,
@@ -23,6 +23,7 @@ from gpufleet.vllm.models import (
     find_model,
     load_model_dir,
 )
+from gpufleet.vllm.releases import check_vllm_version, parse_version
 
 TINY = {
     "architectures": ["LlamaForCausalLM"],

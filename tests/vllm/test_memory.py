@@ -18,10 +18,10 @@ from gpufleet.vllm.memory import (
     default_batching,
     default_utilization,
     estimate,
-    parse_version,
     with_free_memory,
 )
 from gpufleet.vllm.models import ModelFacts
+from gpufleet.vllm.releases import parse_version
 
 H100 = int(79.1 * GIB)
 SMALL = int(23.58 * GIB)  # RTX 3090

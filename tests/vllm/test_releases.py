@@ -24,7 +24,7 @@ def test_boundaries_and_suffixes() -> None:
     assert default_utilization("0.20.9") == 0.9 and default_utilization("0.21.0rc1") == 0.92
     assert has("0.10.1+rocm700", "runner_convert_flags")
     assert not has("0.10.0", "runner_convert_flags")
-    assert releases.release_of("0.28.1rc1.dev452") == (0, 28, 1)
+    assert releases.parse_version("0.28.1rc1.dev452") == (0, 28, 1)
 
 
 def test_every_row_says_where_its_boundary_comes_from() -> None:

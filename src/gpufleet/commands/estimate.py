@@ -15,10 +15,10 @@ from gpufleet.vllm.memory import (
     MAX_GPU_BYTES,
     Estimate,
     InstanceSpec,
-    check_vllm_version,
     estimate,
 )
 from gpufleet.vllm.models import find_model, load_model_dir
+from gpufleet.vllm.releases import check_vllm_version
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]

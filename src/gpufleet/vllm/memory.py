@@ -20,12 +20,12 @@ graph memory are calibrated estimates (see benchmarks/planner_accuracy.py for ho
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
 
 from gpufleet.errors import InputError
 from gpufleet.vllm import messages, releases
 from gpufleet.vllm.models import ModelFacts, kv_dtype_bytes
+from gpufleet.vllm.releases import parse_version
 
 GIB = 1 << 30
 MI300X_TOTAL_BYTES = 206_141_652_992  # hipMemGetInfo total of one MI300X (191.98 GiB)
@@ -68,10 +68,6 @@ MAX_NUM_SEQS = 1 << 20
 MAX_BATCHED_TOKENS = 1 << 31
 MAX_GPU_BYTES = 1 << 50  # 1 PiB: GPU total memory, kv_cache_memory_bytes
 MAX_BLOCK_SIZE = 1 << 16
-MAX_VERSION_CHARS = 64
-MAX_VERSION_DIGITS = 6  # per release component: 0.11.0, never 0.1000000.0
-_VERSION_CHARS = re.compile(r"[0-9][A-Za-z0-9.+_-]*")
-_VERSION_HINT = "give a vLLM release such as 0.11.0 (suffixes like .post1, +rocm, rc1 are fine)"
 
 
 def _shown(value: object, limit: int = 40) -> str:
@@ -79,34 +75,9 @@ def _shown(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def parse_version(text: str) -> tuple[int, int, int]:
-    """'0.10.2' -> (0, 10, 2); tolerant of suffixes: '0.6.3.post1', '0.9.1+rocm', '0.28.1rc1'.
-
-    An absurd version (too long, or a component of more than 6 digits) is an InputError."""
-    if not isinstance(text, str) or len(text) > MAX_VERSION_CHARS:
-        raise InputError(f"vLLM version {_shown(text)} is not a version", hint=_VERSION_HINT)
-    parts: list[int] = []
-    for piece in text.replace("+", ".").split(".")[:3]:
-        digits = re.match(r"\d+", piece.strip())  # '1rc1' -> 1, not 11
-        if digits and len(digits.group(0)) > MAX_VERSION_DIGITS:
-            raise InputError(f"vLLM version {_shown(text)} is not a version", hint=_VERSION_HINT)
-        parts.append(int(digits.group(0)) if digits else 0)
-    while len(parts) < 3:
-        parts.append(0)
-    return parts[0], parts[1], parts[2]
-
-
-def check_vllm_version(text: str) -> str:
-    """A vLLM version as a user gives it (flag or inventory): digits first, short, parseable."""
-    if not isinstance(text, str) or not _VERSION_CHARS.fullmatch(text):
-        raise InputError(f"vLLM version {_shown(text)} is not a version", hint=_VERSION_HINT)
-    parse_version(text)
-    return text
-
-
 def has(vllm_version: str, behaviour: str) -> bool:
     """Whether a release has a behaviour of gpufleet.vllm.releases (the version checked)."""
-    return releases.has(parse_version(vllm_version), behaviour)
+    return releases.has(vllm_version, behaviour)
 
 
 def is_v0(vllm_version: str) -> bool:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gpufleet.errors import InputError
+
 Release = tuple[int, int, int]
 NEVER: Release = (10**6, 0, 0)
 
@@ -64,19 +66,43 @@ ROWS = (
               "vllm#31406 (Triton backend gained cross-attention, Dec 2025, in 0.14); vllm#28184"),
 )
 BY_NAME = {row.name: row for row in ROWS}
-_DIGITS = re.compile(r"\d+")
+MAX_VERSION_CHARS = 64
+MAX_VERSION_DIGITS = 6  # per release component: 0.11.0, never 0.1000000.0
+_VERSION_CHARS = re.compile(r"[0-9][A-Za-z0-9.+_-]*")
+_VERSION_HINT = "give a vLLM release such as 0.11.0 (suffixes like .post1, +rocm, rc1 are fine)"
 
 
-def release_of(version: str) -> Release:
-    """'0.10.2' -> (0, 10, 2), tolerant of suffixes ('0.9.1+rocm', '0.28.1rc1'). The caller has
-    checked the text (gpufleet.vllm.memory.parse_version)."""
-    parts = [int(m.group(0)) if (m := _DIGITS.match(p.strip())) else 0
-             for p in version.replace("+", ".").split(".")[:3]]
-    parts += [0] * (3 - len(parts))
+def _shown(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_version(text: str) -> Release:
+    """'0.10.2' -> (0, 10, 2); tolerant of suffixes: '0.6.3.post1', '0.9.1+rocm', '0.28.1rc1'.
+
+    An absurd version (too long, or a component of more than 6 digits) is an InputError."""
+    if not isinstance(text, str) or len(text) > MAX_VERSION_CHARS:
+        raise InputError(f"vLLM version {_shown(text)} is not a version", hint=_VERSION_HINT)
+    parts: list[int] = []
+    for piece in text.replace("+", ".").split(".")[:3]:
+        digits = re.match(r"\d+", piece.strip())  # '1rc1' -> 1, not 11
+        if digits and len(digits.group(0)) > MAX_VERSION_DIGITS:
+            raise InputError(f"vLLM version {_shown(text)} is not a version", hint=_VERSION_HINT)
+        parts.append(int(digits.group(0)) if digits else 0)
+    while len(parts) < 3:
+        parts.append(0)
     return parts[0], parts[1], parts[2]
+
+
+def check_vllm_version(text: str) -> str:
+    """A vLLM version as a user gives it (flag or inventory): digits first, short, parseable."""
+    if not isinstance(text, str) or not _VERSION_CHARS.fullmatch(text):
+        raise InputError(f"vLLM version {_shown(text)} is not a version", hint=_VERSION_HINT)
+    parse_version(text)
+    return text
 
 
 def has(version: str | Release, name: str) -> bool:
     """Whether the named behaviour applies in this release (a KeyError names a typo)."""
-    release = release_of(version) if isinstance(version, str) else version
+    release = parse_version(version) if isinstance(version, str) else version
     return BY_NAME[name].applies(release)

@@ -78,10 +78,24 @@ def profile(model: str, environ: dict[str, str] | None = None) -> Profile | None
     entry = known.get(model)
     if entry is None:
         return None
-    overrides = json.loads(environ.get(MEMORY_ENV) or "{}")
-    values = {**known["_defaults"], **entry, **overrides, "model": model}
     names = {f.name for f in fields(Profile)}
+    overrides = _overrides(environ.get(MEMORY_ENV) or "{}", names)
+    values = {**known["_defaults"], **entry, **overrides, "model": model}
     return Profile(**{k: v for k, v in values.items() if k in names})
+
+
+def _overrides(text: str, names: set[str]) -> dict[str, Any]:
+    """A test's numbers: a JSON object of Profile keys (a typo must not pass unnoticed)."""
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise MemoryError_(f"{MEMORY_ENV} is not JSON: {e}") from None
+    if not isinstance(values, dict):
+        raise MemoryError_(f"{MEMORY_ENV} must be a JSON object")
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise MemoryError_(f"{MEMORY_ENV} has unknown keys {unknown}; known: {sorted(names)}")
+    return values
 
 
 def kv_bytes_per_token(p: Profile, kv_cache_dtype: str | None, tp: int, pp: int) -> int:

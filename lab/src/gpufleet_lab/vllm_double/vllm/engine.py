@@ -101,7 +101,10 @@ def model_task(facts: Any, args: argparse.Namespace) -> str:
 def load_facts(args: argparse.Namespace) -> _startup.Profile:
     """How the model starts (startups.json, a test's overrides); the lab knows its models."""
     name = args.model.rstrip("/")
-    found = _startup.profile(name) or _startup.profile("/".join(name.split("/")[-2:]))
+    try:
+        found = _startup.profile(name) or _startup.profile("/".join(name.split("/")[-2:]))
+    except _startup.MemoryError_ as e:
+        raise StartupError(f"ValueError: {e}") from e
     if found is None:
         raise StartupError(
             f"OSError: {args.model} is not a local folder and is not a valid model identifier "
