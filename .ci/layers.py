@@ -12,7 +12,8 @@ Rules (imports under `if TYPE_CHECKING:` are types only and do not count):
 2. `host/scripts/` run on hosts (the host's python3, or a venv gpufleet installs there): they
    import no gpufleet module, and nothing imports them (read as text and sent over SSH).
 3. The pure stages never touch a host or the deploy engine: no paramiko, pyinfra, `host.ssh`.
-4. Only the CLI layer (`cli`, `commands/`) imports `commands/`; nothing imports `cli`.
+4. Only the CLI layer (`cli`, `commands/`) imports `commands/`; nothing imports `cli` (but
+   `__main__`, which is `python -m gpufleet`).
 5. The product never imports the lab (`gpufleet_lab`, its own distribution in lab/: the test
    hosts and the vLLM double); `gpufleet lab` reaches it through an entry point.
 """
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gpufleet"
-PURE = ("errors", "vocabulary", "yamlsource", "inventory", "plan", "render",
+PURE = ("errors", "bulk", "vocabulary", "yamlsource", "inventory", "plan", "render",
         "settings", "secrets", "host.layout", "host.systemctl", "gpu", "gpu.amd", "gpu.models",
         "vllm", "vllm.knobs", "vllm.releases", "vllm.messages", "vllm.memory", "vllm.models",
         "vllm.flags")
@@ -92,7 +93,7 @@ def _check(me: str, names: list[str], ours: list[str]) -> Iterator[str]:
     for n in ours:
         if within(n, "host.scripts"):
             yield f"imports gpufleet.{n} (host scripts are read as text, never imported)"
-        if within(n, "cli"):
+        if within(n, "cli") and me != "__main__":  # `python -m gpufleet` is the CLI itself
             yield f"imports gpufleet.{n} (nothing imports the CLI)"
         if within(n, "commands") and not (within(me, "commands") or me == "cli"):
             yield f"imports gpufleet.{n} (only the CLI layer uses commands/)"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from support import INVENTORIES, REPO
 
-from gpufleet import cli, inventory
+from gpufleet import inventory
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.plan import Plan, build_plan
 from gpufleet.render import (
@@ -365,14 +365,8 @@ def test_exec_quoting():
 
 
 @pytest.fixture
-def render_cli(monkeypatch, cli):
-    if "render" not in cli_commands():
-        monkeypatch.setattr("gpufleet.cli.COMMANDS", [*cli_commands(), "render"])
+def render_cli(cli):
     return cli
-
-
-def cli_commands() -> list[str]:
-    return list(cli.COMMANDS)
 
 
 def test_cli_writes_the_tree_for_berget(render_cli, tmp_path: Path):

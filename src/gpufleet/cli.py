@@ -19,13 +19,10 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from gpufleet import __version__
+from gpufleet.commands import SUMMARIES, module_of
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, GpufleetError
 
-COMMANDS = [
-    "plan", "estimate", "models", "render", "deploy", "validate", "status", "drift", "rebuild",
-    "adopt", "smi",
-]
 ENTRY_POINTS = "gpufleet.commands"
 # Commands of other distributions, and how to get each when it is missing.
 OPTIONAL = {"lab": ("boot, inspect and remove lab test hosts (needs the gpufleet-lab "
@@ -40,7 +37,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitStatus.BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `only`, that command's module alone is imported and the
+    others are listed by their summaries (enough for argparse to route and to print usage)."""
     parser = _Parser(
         prog="gpufleet",
         description="Plan, provision and validate multi-model vLLM fleets on AMD MI300X hosts.",
@@ -48,8 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gpufleet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in COMMANDS:
-        importlib.import_module(f"gpufleet.commands.{name}").add_parser(sub)
+    for name, summary in SUMMARIES.items():
+        if only is None or name == only:
+            importlib.import_module(module_of(name)).add_parser(sub)
+        else:
+            sub.add_parser(name, help=summary, add_help=False)
     installed = plugins()
     for _, ep in sorted(installed.items()):
         ep.load().add_parser(sub)
@@ -69,7 +71,8 @@ def program(argv: Sequence[str], env: Environment) -> int:
     if argv and argv[0] in OPTIONAL and argv[0] not in plugins():
         env.error(f"`gpufleet {argv[0]}` is not installed: {OPTIONAL[argv[0]][1]}")
         return ExitStatus.BAD_INPUT
-    args = build_parser().parse_args(argv)
+    command = next((word for word in argv if not word.startswith("-")), None)
+    args = build_parser(command if command in SUMMARIES else None).parse_args(argv)
     return int(args.func(args, env))
 
 

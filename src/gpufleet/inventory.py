@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from gpufleet.bulk import paused_gc
 from gpufleet.errors import InputError, InputErrors
 from gpufleet.gpu.models import GPU_MODELS
 from gpufleet.settings import SETTINGS, message, unknown_setting_hint
@@ -239,11 +240,13 @@ class Inventory:
 
 def load(path: str | Path) -> Inventory:
     """Read, validate and cross-check an inventory file. Raises InputError(s) with locations."""
-    return _build(load_file(path))
+    with paused_gc():
+        return _build(load_file(path))
 
 
 def loads(text: str, filename: str = "<inventory>") -> Inventory:
-    return _build(load_text(text, filename))
+    with paused_gc():
+        return _build(load_text(text, filename))
 
 
 def _build(source: Located) -> Inventory:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpufleet.bulk import paused_gc
 from gpufleet.errors import GpufleetError, InputError
 from gpufleet.gpu.models import GIB, gpu_model
 from gpufleet.inventory import Host, Inventory, Kind, Service
@@ -186,6 +187,11 @@ def _gib(value: int) -> float:
 
 # ---------------------------------------------------------------- building the plan
 
+# Model facts already read in this run, by (model, revision, model_path): read once per plan,
+# never across plans (a model folder or the HF cache may change between runs).
+ModelMemo = dict[tuple[str | None, str | None, str | None], ModelFacts]
+
+
 
 def build_plan(inventory: Inventory, *, only_host: str | None = None) -> Plan:
     """Plan every host (or one): pure, apart from reading model configs from disk/catalog."""
@@ -196,15 +202,19 @@ def build_plan(inventory: Inventory, *, only_host: str | None = None) -> Plan:
             hint=f"hosts: {', '.join(inventory.hosts)}",
         )
     hosts, findings = [], []
-    for name, host in inventory.hosts.items():
-        if only_host is None or name == only_host:
-            planned, found = plan_host(inventory, name, host)
-            hosts.append(planned)
-            findings += found
+    models: ModelMemo = {}  # a fleet names a few dozen models, 1,000s of times
+    with paused_gc():
+        for name, host in inventory.hosts.items():
+            if only_host is None or name == only_host:
+                planned, found = plan_host(inventory, name, host, models)
+                hosts.append(planned)
+                findings += found
     return Plan(inventory, hosts, findings)
 
 
-def plan_host(inv: Inventory, name: str, host: Host) -> tuple[PlannedHost, list[Finding]]:
+def plan_host(
+    inv: Inventory, name: str, host: Host, models: ModelMemo | None = None
+) -> tuple[PlannedHost, list[Finding]]:
     """Simulate the host's start order GPU by GPU, as the instances would really start."""
     model_name = (host.gpu or inv.fleet.gpu).lower()
     total = gpu_model(model_name).total_bytes
@@ -215,7 +225,8 @@ def plan_host(inv: Inventory, name: str, host: Host) -> tuple[PlannedHost, list[
     findings: list[Finding] = []
     services: list[PlannedService] = []
     for index, svc in enumerate(host.services):
-        planned, found = _plan_service(inv, name, index, svc, gpus, services)
+        planned, found = _plan_service(inv, name, index, svc, gpus, services,
+                                       {} if models is None else models)
         services.append(planned)
         findings += found
         for g in svc.gpus:
@@ -233,6 +244,7 @@ def _plan_service(
     svc: Service,
     gpus: list[PlannedGpu],
     earlier: list[PlannedService],
+    models: ModelMemo,
 ) -> tuple[PlannedService, list[Finding]]:
     after = tuple(p.name for p in earlier if set(p.gpus) & set(svc.gpus))
     bind = bind_address(inv, host, svc)
@@ -241,7 +253,8 @@ def _plan_service(
         footprint = int((svc.memory_gib or 0) * GIB)
         planned = PlannedService(host, svc, index, after, footprint, None, (), None, bind)
         return planned, exposure
-    facts = resolve_model(inv, host, index, svc)
+    key = (svc.model, svc.revision, svc.model_path)
+    facts = models.get(key) or models.setdefault(key, resolve_model(inv, host, index, svc))
     spec = instance_spec(inv, svc, facts, gpus)
     est = estimate(spec)
     args = vllm_args(inv, svc, spec, bind)

@@ -6,6 +6,9 @@ markup string: a value such as `[/x]` or `[red]` must print as written, not cras
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import replace
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -18,6 +21,9 @@ BAR_WIDTH = 30
 PALETTE = ["cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta"]
 POOLING = ("embed", "rerank")  # no KV cache worth showing for encoder-only pooling models
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+SEVERITIES = ("error", "warning", "info")
+DETAIL_HOSTS = 10  # hosts shown table by table; a host's tables fill about half a screen
+SUMMARY_GROUPS = 20  # kinds of finding listed in a fleet summary
 
 
 def gib(value: int | float) -> str:
@@ -126,21 +132,59 @@ def finding_line(f: Finding) -> Text:
     return line
 
 
-def show_plan(plan: Plan, console: Console) -> None:
-    for host in plan.hosts:
-        console.print(host_table(host))
-        console.print(services_table(host))
-        console.print()
+def show_plan(plan: Plan, console: Console, *, full: bool = False) -> None:
+    """Each host's tables and every finding; past DETAIL_HOSTS hosts (more than a few
+    screens) a fleet summary instead, with the findings grouped across hosts."""
+    ordered = sorted(plan.findings, key=lambda f: SEVERITIES.index(f.severity))
+    if full or len(plan.hosts) <= DETAIL_HOSTS:
+        for host in plan.hosts:
+            console.print(host_table(host))
+            console.print(services_table(host))
+            console.print()
+        for f in ordered:
+            console.print(finding_line(f))
+    else:
+        show_fleet_summary(plan, ordered, console)
     errors = [f for f in plan.findings if f.severity == "error"]
     warnings = [f for f in plan.findings if f.severity == "warning"]
-    for f in sorted(plan.findings, key=lambda f: ["error", "warning", "info"].index(f.severity)):
-        console.print(finding_line(f))
     verdict = (
         Text("plan has errors: fix them before deploying", style="bold red")
         if errors
         else Text("plan OK: every instance fits and starts", style="bold green")
     )
     console.print(verdict, Text(f"  ({len(errors)} errors, {len(warnings)} warnings)"))
+
+
+def show_fleet_summary(plan: Plan, ordered: list[Finding], console: Console) -> None:
+    gpus = [g for h in plan.hosts for g in h.gpus]
+    services = sum(len(h.services) for h in plan.hosts)
+    used = sum(g.used_bytes for g in gpus)
+    total = sum(g.total_bytes for g in gpus)
+    console.print(Text(f"{len(plan.hosts):,} hosts, {len(gpus):,} GPUs, {services:,} services: "
+                       f"{gib(used)} of {gib(total)} GiB planned ({used / max(total, 1):.0%})"))
+    by_host = Counter(f.host for f in ordered if f.severity != "info")
+    if by_host:
+        console.print(Text(f"{len(by_host):,} hosts have errors or warnings", style="bold"))
+    groups = _grouped(ordered)
+    for (f, hosts) in groups[:SUMMARY_GROUPS]:
+        line = finding_line(replace(f, host=None))
+        shown = ", ".join(h for h in hosts[:3] if h)
+        more = f" and {len(hosts) - 3:,} more" if len(hosts) > 3 else ""
+        line.append(f"\n        on {len(hosts):,} host{'s' if len(hosts) != 1 else ''}: "
+                    f"{shown}{more}", style="dim")
+        console.print(line)
+    if len(groups) > SUMMARY_GROUPS:
+        console.print(Text(f"… and {len(groups) - SUMMARY_GROUPS:,} more kinds of finding"))
+    console.print(Text(f"a host's tables: gpufleet plan INVENTORY --host NAME; every host: --full;"
+                       " everything as data: --json", style="dim"))
+
+
+def _grouped(findings: list[Finding]) -> list[tuple[Finding, list[str]]]:
+    """Findings that differ only in their host, once each with the hosts they are on."""
+    groups: dict[Finding, list[str]] = {}
+    for f in findings:
+        groups.setdefault(replace(f, host=None), []).append(f.host or "")
+    return list(groups.items())
 
 
 def show_estimate(est: Estimate, console: Console, model: str) -> None:

@@ -548,11 +548,8 @@ def test_berget_builds_every_step_without_connecting(machines, monkeypatch):
 def deploy_cli(machines, monkeypatch):
     import functools
 
-    from gpufleet import cli
     from gpufleet.commands import deploy as command
 
-    if "deploy" not in cli.COMMANDS:
-        monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "deploy"])
     monkeypatch.setattr(command, "FleetDeploy", functools.partial(
         runner.FleetDeploy, connector="@fake",
         extra_data={"fake_delay": 0, "fake_delay_jitter": 0}))

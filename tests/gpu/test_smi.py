@@ -377,8 +377,6 @@ def test_merge_refuses_two_tools() -> None:
 
 @pytest.fixture
 def run_cli(monkeypatch: pytest.MonkeyPatch):
-    if "smi" not in cli.COMMANDS:
-        monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "smi"])
 
     def run(*argv: str) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()

@@ -19,6 +19,7 @@ from gpufleet.adopt import (
     service_name,
     start_order,
 )
+from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.host.ssh import HostUnreachable, Session, SshTarget
@@ -27,7 +28,7 @@ from gpufleet.inventory import Fleet, Host
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     p = sub.add_parser(
-        "import", help="write inventory YAML from the vLLM services on a host", description=__doc__
+        "import", help=SUMMARIES["import"], description=__doc__
     )
     p.add_argument("host", metavar="HOST", help="host name (and address unless --address)")
     p.add_argument(

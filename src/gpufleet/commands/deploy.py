@@ -19,6 +19,7 @@ from gpufleet import inventory
 from gpufleet.deploy import FleetDeploy, HostReport, SshOverride, host_targets, parse_setting
 from gpufleet.deploys.site import STEPS, check_steps
 from gpufleet.deploys.target import HostTarget
+from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.fleetlock import FleetLocked, Holder, fleet_lock
@@ -29,7 +30,7 @@ from gpufleet.rollout import HostOutcome, RolloutResult, roll_out, ssh_target
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    p = sub.add_parser("deploy", help="provision hosts: ROCm, tuning, runtime, weights, units",
+    p = sub.add_parser("deploy", help=SUMMARIES["deploy"],
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inventory", metavar="INVENTORY", help="placement inventory YAML")
     p.add_argument("--host", help="deploy only this host")

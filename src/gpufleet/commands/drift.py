@@ -12,6 +12,7 @@ from rich.text import Text
 from gpufleet import inventory
 from gpufleet.commands.validate import add_ssh_args
 from gpufleet.drift import compare_files, compare_processes, compare_versions, read_drift
+from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.host.layout import container_name
@@ -23,7 +24,7 @@ from gpufleet.views import finding_line
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    p = sub.add_parser("drift", help="what differs between the hosts and the inventory",
+    p = sub.add_parser("drift", help=SUMMARIES["drift"],
                        description=__doc__)
     p.add_argument("inventory", metavar="INVENTORY")
     p.add_argument("--host", help="only this host")

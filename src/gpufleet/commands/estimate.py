@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 
+from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.gpu.models import GIB, gpu_model
@@ -24,7 +25,7 @@ from gpufleet.vllm.releases import check_vllm_version
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     p = sub.add_parser(
         "estimate",
-        help="estimate one vLLM instance's memory and startup checks",
+        help=SUMMARIES["estimate"],
         description=__doc__,
     )
     src = p.add_mutually_exclusive_group(required=True)

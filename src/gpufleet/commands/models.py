@@ -7,6 +7,7 @@ import json
 
 from rich.table import Table
 
+from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus
 from gpufleet.gpu.models import GIB
@@ -14,7 +15,7 @@ from gpufleet.vllm.models import catalog_ids, find_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    p = sub.add_parser("models", help="list the bundled model catalog", description=__doc__)
+    p = sub.add_parser("models", help=SUMMARIES["models"], description=__doc__)
     p.add_argument("model", nargs="?", help="show one model's facts")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)

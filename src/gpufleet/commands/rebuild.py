@@ -14,6 +14,7 @@ from gpufleet.commands import deploy
 from gpufleet.commands.validate import add_ssh_args
 from gpufleet.deploys.site import STEPS
 from gpufleet.drift import compare_files, read_drift
+from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.fleetread import read_fleet
@@ -24,7 +25,7 @@ from gpufleet.validate import compare
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    p = sub.add_parser("rebuild", help="bring one host back from bare OS to the planned state",
+    p = sub.add_parser("rebuild", help=SUMMARIES["rebuild"],
                        description=__doc__)
     p.add_argument("host", metavar="HOST", help="the host's name in the inventory")
     p.add_argument("-i", "--inventory", default=os.environ.get("GPUFLEET_INVENTORY"),

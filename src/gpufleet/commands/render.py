@@ -14,6 +14,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from gpufleet import inventory
+from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.host.layout import CONFIG_DIR, PREFIX, SUFFIX, UNIT_DIR
@@ -27,7 +28,7 @@ _OWNED = ((UNIT_DIR, re.compile(rf"{PREFIX}[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    p = sub.add_parser("render", help="write the systemd units and env files each host gets",
+    p = sub.add_parser("render", help=SUMMARIES["render"],
                        description=__doc__)
     p.add_argument("inventory", metavar="INVENTORY", help="placement inventory YAML")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write <host>/etc/... in")

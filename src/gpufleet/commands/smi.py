@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.gpu.smi import Snapshot, parse
@@ -19,7 +20,7 @@ GIB = 2**30
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "smi",
-        help="read rocm-smi / amd-smi output",
+        help=SUMMARIES["smi"],
         description="Read rocm-smi or amd-smi output into a snapshot of GPUs, VRAM and processes.",
     )
     sub = parser.add_subparsers(dest="smi_command", metavar="SUBCOMMAND")

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from gpufleet import inventory
 from gpufleet.commands.validate import add_ssh_args, host_dict
+from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus
 from gpufleet.fleetread import read_fleet
@@ -23,7 +24,7 @@ STATE_STYLE = {"active": "green", "activating": "yellow", "failed": "bold red"}
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     p = sub.add_parser(
-        "status", help="one screen: every service's state, health and memory", description=__doc__
+        "status", help=SUMMARIES["status"], description=__doc__
     )
     p.add_argument("inventory", metavar="INVENTORY")
     p.add_argument("--host", help="only this host")

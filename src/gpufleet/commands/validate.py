@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gpufleet import inventory
+from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.fleetread import read_fleet
@@ -21,7 +22,7 @@ from gpufleet.views import finding_line
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     p = sub.add_parser(
-        "validate", help="check the running fleet against the plan", description=__doc__
+        "validate", help=SUMMARIES["validate"], description=__doc__
     )
     p.add_argument("inventory", metavar="INVENTORY")
     p.add_argument("--host", help="validate only this host")

@@ -19,6 +19,7 @@ graph memory are calibrated estimates (see benchmarks/planner_accuracy.py for ho
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -350,6 +351,7 @@ def check_spec(spec: InstanceSpec) -> None:
     parse_version(spec.vllm_version)
 
 
+@functools.lru_cache(maxsize=8192)  # pure, and a fleet repeats the same instances host after host
 def estimate(spec: InstanceSpec) -> Estimate:
     """Reproduce vLLM's startup for one instance: what it reports, whether it starts, what fits."""
     check_spec(spec)

@@ -12,6 +12,7 @@ are approximated).
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import os
@@ -944,6 +945,7 @@ def _hf_snapshot(model_id: str, revision: str | None, hf_home: str | Path | None
     return snapshot if commit and _kind(snapshot / "config.json") == "file" else None
 
 
+@functools.cache  # package data: read once a process
 def _catalog_files() -> dict[str, Any]:
     """model id -> catalog file (org--name.json), bundled as package data."""
     folder = resources.files("gpufleet.vllm") / "catalog"
@@ -952,6 +954,11 @@ def _catalog_files() -> dict[str, Any]:
         for f in folder.iterdir()
         if f.name.endswith(".json")
     }
+
+
+@functools.cache
+def _catalog_by_lower_id() -> dict[str, Any]:
+    return {k.lower(): v for k, v in _catalog_files().items()}
 
 
 def catalog_ids() -> list[str]:
@@ -971,14 +978,14 @@ def _unknown_model(model_id: str) -> InputError:
 
 def catalog_entry(model_id: str) -> dict[str, Any]:
     """The raw catalog record (config subset, checkpoint_bytes, sources) for model_id."""
-    files = {k.lower(): v for k, v in _catalog_files().items()}
-    entry = files.get(model_id.lower())
+    entry = _catalog_by_lower_id().get(model_id.lower())
     if entry is None:
         raise _unknown_model(model_id)
     record: dict[str, Any] = json.loads(entry.read_text(encoding="utf-8"))
     return record
 
 
+@functools.lru_cache(maxsize=1024)  # the catalog never changes within a process
 def _facts_from_catalog(model_id: str) -> ModelFacts:
     record = catalog_entry(model_id)
     return _facts_from_config(

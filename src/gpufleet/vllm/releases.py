@@ -7,6 +7,7 @@ boundary is corrected (read from a release's own source), only its row changes.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -77,6 +78,7 @@ def _shown(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+@functools.lru_cache(maxsize=1024)  # a fleet plan asks for the same few versions 100,000s of times
 def parse_version(text: str) -> Release:
     """'0.10.2' -> (0, 10, 2); tolerant of suffixes: '0.6.3.post1', '0.9.1+rocm', '0.28.1rc1'.
 
@@ -102,6 +104,7 @@ def check_vllm_version(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=4096)
 def has(version: str | Release, name: str) -> bool:
     """Whether the named behaviour applies in this release (a KeyError names a typo)."""
     release = parse_version(version) if isinstance(version, str) else version
