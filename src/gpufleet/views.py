@@ -175,7 +175,7 @@ def show_fleet_summary(plan: Plan, ordered: list[Finding], console: Console) -> 
         console.print(line)
     if len(groups) > SUMMARY_GROUPS:
         console.print(Text(f"… and {len(groups) - SUMMARY_GROUPS:,} more kinds of finding"))
-    console.print(Text(f"a host's tables: gpufleet plan INVENTORY --host NAME; every host: --full;"
+    console.print(Text("a host's tables: gpufleet plan INVENTORY --host NAME; every host: --full;"
                        " everything as data: --json", style="dim"))
 
 

@@ -219,7 +219,8 @@ def test_whisper_kv_from_decoder_layers():
     assert not whisper.is_pooling
     assert (whisper.num_layers, whisper.num_kv_heads, whisper.head_dim) == (32, 20, 64)
     assert whisper.kv_bytes_per_token() == 32 * 2 * 1280 * 2
-    assert whisper.kv_caveat and "cross-attention" in whisper.kv_caveat
+    assert whisper.kv_caveat is None  # cross-attention is modelled: encoder frames per request
+    assert whisper.encoder_tokens == 1500
 
 
 # ---------------------------------------------------------------- weight bytes

@@ -16,10 +16,10 @@ from rich.table import Table
 from rich.text import Text
 
 from gpufleet import inventory
+from gpufleet.commands import SUMMARIES
 from gpufleet.deploy import FleetDeploy, HostReport, SshOverride, host_targets, parse_setting
 from gpufleet.deploys.site import STEPS, check_steps
 from gpufleet.deploys.target import HostTarget
-from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.fleetlock import FleetLocked, Holder, fleet_lock

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from rich.text import Text
 
 from gpufleet import inventory
+from gpufleet.commands import SUMMARIES
 from gpufleet.commands.validate import add_ssh_args
 from gpufleet.drift import compare_files, compare_processes, compare_versions, read_drift
-from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.host.layout import container_name

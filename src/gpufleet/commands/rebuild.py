@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from gpufleet.commands import deploy
+from gpufleet.commands import SUMMARIES, deploy
 from gpufleet.commands.validate import add_ssh_args
 from gpufleet.deploys.site import STEPS
 from gpufleet.drift import compare_files, read_drift
-from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.fleetread import read_fleet

@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from gpufleet import inventory
-from gpufleet.commands.validate import add_ssh_args, host_dict
 from gpufleet.commands import SUMMARIES
+from gpufleet.commands.validate import add_ssh_args, host_dict
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus
 from gpufleet.fleetread import read_fleet

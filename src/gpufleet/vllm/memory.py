@@ -246,12 +246,14 @@ class KvLayout:
     sliding_groups: int
     window: int
     block_size: int
+    cross_tokens: int = 0  # encoder-decoder: encoder frames each request's cross-attention holds
 
     def blocks_per_request(self, length: int, in_flight: int) -> int:
         full = self.full_groups * math.ceil(length / self.block_size)
         swa_len = min(self.window - 1 + in_flight, length)
         sliding = self.sliding_groups * (math.ceil(swa_len / self.block_size) + 1)
-        return full + sliding
+        cross = math.ceil(self.cross_tokens / self.block_size)  # a group of its own
+        return full + sliding + cross
 
 
 def kv_layout(spec: InstanceSpec) -> KvLayout:
@@ -266,6 +268,8 @@ def kv_layout(spec: InstanceSpec) -> KvLayout:
     layers = math.ceil(facts.num_layers / spec.pipeline_parallel_size)
     sliding = math.ceil(facts.num_sliding_layers / spec.pipeline_parallel_size)
     full = layers - sliding
+    if facts.encoder_tokens:  # Whisper: self- and cross-attention layers, two equal groups
+        return KvLayout(layers * page, 1, 0, 0, spec.block_size, facts.encoder_tokens)
     if not sliding or not facts.sliding_window or not full:
         return KvLayout(layers * page, 1, 0, 0, spec.block_size)
     small, large = sorted((full, sliding))
@@ -368,7 +372,9 @@ def estimate(spec: InstanceSpec) -> Estimate:
     act, torchless, graphs = activation_bytes(spec), non_torch_bytes(spec), cudagraph_bytes(spec)
     graph_cost = graphs if graphs_in_budget(spec.vllm_version) else 0
     non_kv = weights + torchless + act + _charged_before(spec, free)
-    if spec.kv_cache_memory_bytes is not None:
+    if spec.facts.is_pooling:
+        kv_avail = 0  # encoder-only models get no KV cache at all
+    elif spec.kv_cache_memory_bytes is not None:
         kv_avail = spec.kv_cache_memory_bytes
     else:
         kv_avail = budget - non_kv - graph_cost
@@ -444,8 +450,8 @@ def _first_failure(
         return "parallelism", message
     if _checks_free(spec) and free < budget:
         return "free_memory", free_memory_message(spec, free, budget)
-    if spec.facts.is_pooling:
-        return (None, None) if kv_avail > 0 else ("no_kv_memory", NO_KV_MESSAGE)
+    if spec.facts.is_pooling:  # encoder-only: no KV cache, so no KV checks (facts §4)
+        return None, None
     if kv_avail <= 0 or kv_avail < layout.block_bytes:
         return "no_kv_memory", NO_KV_MESSAGE
     if needed > kv_avail - layout.block_bytes:
@@ -480,8 +486,8 @@ def _fit(spec: InstanceSpec, layout: KvLayout, kv_avail: int) -> int | None:
 
 def _min_util(spec: InstanceSpec, required: int) -> float | None:
     """Smallest utilization (two decimals, rounded up) whose budget holds non-KV + one request."""
-    if spec.kv_cache_memory_bytes is not None:
-        return None
+    if spec.kv_cache_memory_bytes is not None or spec.facts.is_pooling:
+        return None  # no KV cache is sized from the budget
     util = math.ceil(required / spec.gpu_total_bytes * 100) / 100
     return util if util <= 1.0 else None
 
@@ -493,6 +499,8 @@ def _used_bytes(
     the baseline (inside the budget in device-wide versions), plus graphs when they lived
     outside the budget (< 0.21)."""
     outside = graphs - graph_cost
+    if spec.facts.is_pooling:  # no KV cache fills the budget: the process holds what it uses
+        return base + non_kv + graphs
     if spec.kv_cache_memory_bytes is not None:
         return base + non_kv + max(kv, 0) + graphs
     if device_wide_accounting(spec.vllm_version):

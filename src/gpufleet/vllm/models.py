@@ -41,9 +41,8 @@ _TIED_BY_DEFAULT = (*_GEMMA, "opt", "whisper")  # PretrainedConfig default when 
 _SLIDING_PATTERN_DEFAULT = {"gemma2": 2, "gemma3": 6, "gemma3_text": 6}
 _ENCODERS = ("bert", "roberta", "xlm-roberta", "xlm_roberta")
 _FP4_WITH_SCALE = 0.5 + 1 / 32  # 4-bit values + one 8-bit scale per 32 (mxfp4 / DeepSeek fp4)
+WHISPER_FRAMES = 1500  # 30 s of audio after the conv front end (max_source_positions)
 _CAVEATS = {
-    "whisper": "cross-attention KV (encoder frames x decoder layers) is a fixed cost per "
-    "request, not included in kv_bytes_per_token",
     "deepseek_v4": "DeepSeek-V4 compresses KV (compress_ratios) beside a sliding window; "
     "kv_bytes_per_token is the uncompressed upper bound",
     "gemma4": "attention_k_eq_v full layers are counted with separate K and V (upper bound)",
@@ -202,6 +201,7 @@ class ModelFacts:
     params: ParamSplit | None = None
     quant_bytes_per_param: tuple[float, float] | None = None  # (linear, experts) of the checkpoint
     kv_caveat: str | None = None  # why the KV numbers are only a bound for this architecture
+    encoder_tokens: int | None = None  # encoder-decoder: cross-attention KV per request (frames)
 
     def kv_bytes_per_token_layer(self, tp: int, kv_bytes: int) -> int:
         """KV bytes of one token in one full-attention layer on one TP rank."""
@@ -274,7 +274,11 @@ class ModelFacts:
     def _rank_split(self, tp: int, pp: int) -> ParamSplit:
         split = self._split()
         layer_share = math.ceil(max(self.num_layers, 1) / pp) / max(self.num_layers, 1)
-        tables = 1 if (self.tied_embeddings or pp > 1) else 2
+        # The split says how many vocab tables the model has: two (input and output), one
+        # when tied, one for encoders (no LM head: embedders and rerankers pool instead). With
+        # pp > 1 the first stage holds the input table, the last the output one.
+        held = round(split.embedding / max(self.vocab_size * self.hidden_size, 1))
+        tables = 1 if pp > 1 else max(held, 1)
         rows = math.ceil(math.ceil(self.vocab_size / VOCAB_PADDING) * VOCAB_PADDING / tp)
         return ParamSplit(
             embedding=tables * rows * self.hidden_size if split.embedding else 0,
@@ -670,7 +674,9 @@ def _attention_shape(c: _Config, family: str) -> dict[str, Any]:
             "num_layers": c.int("decoder_layers"), "num_attention_heads": heads,
             "num_kv_heads": heads, "head_dim": d // heads, "head_dim_v": d // heads,
             "hidden_size": d, "max_position_embeddings": c.opt_int("max_target_positions"),
-            "kv_caveat": _CAVEATS["whisper"],
+            # each request's cross-attention holds the encoder's frames in every decoder
+            # layer (vLLM's CrossAttentionSpec, max_encoder_len = max_source_positions)
+            "encoder_tokens": c.opt_int("max_source_positions") or WHISPER_FRAMES,
         }  # fmt: skip
     h, heads = c.int("hidden_size"), c.int("num_attention_heads")
     shape = {
