@@ -447,3 +447,80 @@ def test_resolve_secrets_refuses_empty_and_multiline_values(tmp_path: Path):
         resolve_secrets(fleet, {"HF_TOKEN": ""})
     with pytest.raises(InputError, match="several lines"):
         resolve_secrets(fleet, {"HF_TOKEN": "a\nb"})
+
+
+# ---------------------------------------------------------------- re-rendering into a folder
+
+
+def retire_copy(out: Path, name: str, fleet: str = "snap") -> Path:
+    """A folder as an earlier render wrote it for host `name` of `fleet` (a copy of h1's)."""
+    folder = out / name
+    shutil.copytree(out / "h1", folder)
+    plan = folder / "etc/gpufleet/plan.json"
+    plan.write_text(json.dumps({**json.loads(plan.read_text()), "name": name, "fleet": fleet}))
+    return folder
+
+
+def test_cli_removes_the_files_of_a_host_no_longer_in_the_inventory(render_cli, tmp_path: Path):
+    inv, out = str(FIXTURES / "venv.yml"), tmp_path / "out"
+    assert render_cli("render", inv, "--out", str(out)).exit_status == ExitStatus.OK
+    gone = retire_copy(out, "h9")
+    (gone / "etc/gpufleet/notes.txt").write_text("mine\n")  # not a gpufleet name: kept
+    other_fleet = retire_copy(out, "h8", fleet="another")  # not this fleet's render: untouched
+    not_rendered = out / "h7/etc/systemd/system"
+    not_rendered.mkdir(parents=True)
+    (not_rendered / "gpufleet-chat.service").write_text("x\n")  # no plan.json: not ours
+    result = render_cli("render", inv, "--out", str(out))
+    assert result.exit_status == ExitStatus.OK, result.stderr
+    assert sorted(str(p.relative_to(gone)) for p in gone.rglob("*") if p.is_file()) \
+        == ["etc/gpufleet/notes.txt"]
+    assert not (gone / "etc/systemd").exists()  # emptied folders render made are pruned
+    assert "removed etc/systemd/system/gpufleet-chat.service (host h9 no longer planned)" \
+        in result.stdout
+    assert "removed etc/gpufleet/plan.json (host h9 no longer planned)" in result.stdout
+    assert (other_fleet / "etc/systemd/system/gpufleet-chat.service").is_file()
+    assert (not_rendered / "gpufleet-chat.service").is_file()
+
+
+def test_cli_host_filter_leaves_other_host_folders_alone(render_cli, tmp_path: Path):
+    inv, out = str(FIXTURES / "venv.yml"), tmp_path / "out"
+    assert render_cli("render", inv, "--out", str(out)).exit_status == ExitStatus.OK
+    gone = retire_copy(out, "h9")
+    assert render_cli("render", inv, "--out", str(out), "--host", "h1").exit_status == 0
+    assert (gone / "etc/systemd/system/gpufleet-chat.service").is_file()
+
+
+def test_cli_removes_temporaries_an_interrupted_render_left(render_cli, tmp_path: Path):
+    inv, out = str(FIXTURES / "venv.yml"), tmp_path / "out"
+    config = out / "h1/etc/gpufleet"
+    config.mkdir(parents=True)
+    (config / ".chat.env.gpufleet-new").write_text("half")
+    (config / ".plan.json.gpufleet-new").write_text("half")
+    (config / ".notes.gpufleet-new").write_text("not ours")
+    result = render_cli("render", inv, "--out", str(out))
+    assert result.exit_status == ExitStatus.OK, result.stderr
+    assert sorted(p.name for p in config.glob(".*")) == [".notes.gpufleet-new"]
+    assert "removed etc/gpufleet/.chat.env.gpufleet-new" in result.stdout
+
+
+def test_cli_writes_atomically_a_failed_write_keeps_the_old_file(
+    render_cli, tmp_path: Path, monkeypatch
+):
+    inv, out = str(FIXTURES / "venv.yml"), tmp_path / "out"
+    assert render_cli("render", inv, "--out", str(out)).exit_status == ExitStatus.OK
+    env = out / "h1/etc/gpufleet/chat.env"
+    env.write_text("OLD=1\n")
+
+    replace = os.replace
+
+    def full_disk(src: Path, dst: Path) -> None:  # the new chat.env cannot be committed
+        if Path(dst) == env:
+            raise OSError(28, "No space left on device")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    result = render_cli("render", inv, "--out", str(out))
+    assert result.exit_status == ExitStatus.BAD_INPUT
+    assert "No space left on device" in result.stderr
+    assert env.read_text() == "OLD=1\n"  # never half-written, never truncated
+    assert not list(out.rglob("*.gpufleet-new"))

@@ -11,6 +11,12 @@ instance holds budget + baseline almost exactly; the slack covers the HIP contex
 rounding that differ between ROCm versions, and still catches a small embedder grown by 30 %.
 More than that above the plan is an error (the next instance on the GPU would fail its
 free-memory check); below it is a warning (still loading, or smaller than planned).
+
+What a reading cannot say is never read as zero: a GPU without a VRAM figure, or a service whose
+processes come without their VRAM or GPUs, is *unchecked* (`unchecked()`), and the commands exit
+non-zero for it. A saved SMI output (`offline`) has no cgroup map, unit states or answers, so
+there only the memory of each GPU is compared, and a GPU that holds nothing while the plan has
+services on it is an error (`gpu_idle`): nothing else would say they are not running.
 """
 
 from __future__ import annotations
@@ -47,6 +53,29 @@ class HostReading:
     probes: dict[str, Probe] = field(default_factory=dict)
     uptimes: dict[str, float] = field(default_factory=dict)  # "gpufleet-x" -> seconds active
     error: str | None = None  # the host could not be read at all
+    offline: bool = False  # a saved SMI output: no cgroup map, unit states or probes
+
+
+@dataclass(frozen=True)
+class Unchecked:
+    """A GPU or a service that could not be checked, why, and what reading would check it."""
+
+    host: str
+    gpu: int | None
+    service: str | None
+    reason: str
+    hint: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"host": self.host, "gpu": self.gpu, "service": self.service,
+                "reason": self.reason, "hint": self.hint}
+
+
+# What a reading needs for the GPU checks: VRAM used per GPU (and the processes on them).
+SAVE_HINT = ("save `rocm-smi --showmeminfo vram --showpids --json > FILE` (or "
+             "`amd-smi metric --mem-usage --json`) on the host and pass --smi HOST=FILE")
+LIVE_HINT = ("run `rocm-smi --showmeminfo vram --showpids --showpidgpus` (or `amd-smi process`) "
+             "on the host to see what it reports")
 
 
 def unit_from_cgroup(text: str) -> str | None:
@@ -65,32 +94,45 @@ def compare(planned: PlannedHost, reading: HostReading) -> list[Finding]:
     """Findings for one host: memory per GPU and per service, placement, liveness, answers."""
     if reading.error is not None:
         return [Finding("error", "host_unreachable", reading.error, planned.name)]
+    if reading.offline:  # units, answers and per-service memory are not in a saved output
+        return _check_gpus(planned, reading)
     findings: list[Finding] = []
-    usage = _service_usage(planned, reading)
+    usage, unknown = _service_usage(planned, reading)
     for svc in planned.services:
-        findings += _check_service(planned.name, svc, reading, usage.get(svc.name, {}))
+        # unknown usage: its memory is unchecked (see unchecked()); state and answers still count
+        known = None if svc.name in unknown else usage.get(svc.name, {})
+        findings += _check_service(planned.name, svc, reading, known)
     findings += _unplanned(planned, reading)
     findings += _check_gpus(planned, reading)
     return findings
 
 
-def _service_usage(planned: PlannedHost, reading: HostReading) -> dict[str, dict[int, int]]:
-    """Measured VRAM per service and GPU, from the processes in each service's cgroup."""
+def _service_usage(
+    planned: PlannedHost, reading: HostReading
+) -> tuple[dict[str, dict[int, int]], set[str]]:
+    """Measured VRAM per service and GPU, from the processes in each service's cgroup, and the
+    services with a process whose VRAM or GPUs the tool did not give (their usage is unknown,
+    not a smaller number)."""
     by_unit = {unit_of(s.name): s.name for s in planned.services}
     usage: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    unknown: set[str] = set()
     for proc in reading.snapshot.processes if reading.snapshot else []:
         name = by_unit.get(reading.pid_units.get(proc.pid, ""))
-        if name is None or not proc.gpus:
+        if name is None:
             continue
-        share = (proc.vram_bytes or 0) // len(proc.gpus)  # tools give a per-process total
+        if not proc.gpus or proc.vram_bytes is None:
+            unknown.add(name)
+            continue
+        share = proc.vram_bytes // len(proc.gpus)  # tools give a per-process total
         for gpu in proc.gpus:
             usage[name][gpu] += share
-    return usage
+    return usage, unknown
 
 
 def _check_service(
-    host: str, svc: PlannedService, reading: HostReading, usage: dict[int, int]
+    host: str, svc: PlannedService, reading: HostReading, usage: dict[int, int] | None
 ) -> list[Finding]:
+    """State, answers and (with a known `usage`) placement and memory of one service."""
     out: list[Finding] = []
 
     def add(
@@ -109,7 +151,7 @@ def _check_service(
     probe = reading.probes.get(svc.name)
     if probe is not None and not probe.ok:
         add("error", "service_unhealthy", f"does not answer: {probe.detail}")
-    if svc.footprint_bytes == 0 or reading.snapshot is None:
+    if svc.footprint_bytes == 0 or reading.snapshot is None or usage is None:
         return out
     for gpu in sorted(set(usage) - set(svc.gpus)):
         add(
@@ -183,7 +225,7 @@ def _unplanned(planned: PlannedHost, reading: HostReading) -> list[Finding]:
                 "error",
                 "unplanned_process",
                 f"pid {proc.pid} ({proc.name or '?'}, unit {unit or 'none'}) holds "
-                f"{(proc.vram_bytes or 0) / GIB:.1f} GiB on GPU {gpus}, not in the plan",
+                f"{gib_text(proc.vram_bytes)} GiB on GPU {gpus}, not in the plan",
                 planned.name,
                 proc.gpus[0] if len(proc.gpus) == 1 else None,
                 None,
@@ -200,6 +242,8 @@ def _check_gpus(planned: PlannedHost, reading: HostReading) -> list[Finding]:
     measured = {g.index: g for g in reading.snapshot.gpus}
     for gpu in planned.gpus:
         got = measured.get(gpu.index)
+        if _gpu_gap(reading.snapshot, gpu.index) is not None:
+            continue  # unchecked (see unchecked()): neither missing nor a measurement
         if got is None:
             out.append(
                 Finding(
@@ -211,15 +255,76 @@ def _check_gpus(planned: PlannedHost, reading: HostReading) -> list[Finding]:
                 )
             )
             continue
-        if got.vram_used_bytes is not None:
-            out += _memory_finding(
-                planned.name,
-                gpu.index,
-                None,
-                max(got.vram_used_bytes - IDLE_GPU_BYTES, 0),
-                gpu.used_bytes,
-                "gpu",
-            )
+        # a missing figure is a gap (above), so `or 0` never stands in for a measurement
+        used = max((got.vram_used_bytes or 0) - IDLE_GPU_BYTES, 0)
+        if reading.offline and _idle(used, gpu.used_bytes):
+            out.append(_idle_finding(planned, gpu.index, used, gpu.used_bytes))
+            continue
+        out += _memory_finding(planned.name, gpu.index, None, used, gpu.used_bytes, "gpu")
+    return out
+
+
+def _idle(used: int, planned: int) -> bool:
+    """Nothing beyond an idle GPU's own use, where the plan holds more than the tolerance."""
+    return used <= TOLERANCE_FLOOR and planned - used > tolerance(planned)
+
+
+def _idle_finding(planned: PlannedHost, gpu: int, used: int, want: int) -> Finding:
+    names = [s.name for s in planned.services if gpu in s.gpus and s.footprint_bytes]
+    return Finding(
+        "error",
+        "gpu_idle",
+        f"GPU {gpu} holds {used / GIB:.1f} GiB (an idle GPU), planned {want / GIB:.1f} GiB: "
+        f"none of its planned services ({', '.join(names)}) is running",
+        planned.name,
+        gpu,
+        None,
+        "start them (`systemctl start gpufleet.target` on the host), or save the output "
+        "again once they are up",
+    )
+
+
+def _gpu_gap(snapshot: Snapshot, index: int) -> str | None:
+    """Why the snapshot cannot say what GPU `index` holds, or None when it can."""
+    got = next((g for g in snapshot.gpus if g.index == index), None)
+    if not snapshot.gpus:
+        return "the SMI output lists no GPUs (a process list alone has no GPU memory)"
+    if got is None and snapshot.warnings:
+        return f"GPU {index} is not in the SMI output, which is incomplete: {snapshot.warnings[0]}"
+    if got is None and not _lists_gpus(snapshot):
+        return f"GPU {index} is not in the SMI output, which names only the GPUs processes use"
+    if got is not None and got.vram_used_bytes is None:
+        return f"the SMI output has no VRAM-used figure for GPU {index}"
+    return None
+
+
+def _lists_gpus(snapshot: Snapshot) -> bool:
+    """The output read the GPUs themselves (memory, PCI address), so an absent one is missing;
+    a process view (`--showpidgpus`) names only the GPUs that processes sit on."""
+    return any(g.vram_used_bytes is not None or g.vram_total_bytes is not None or g.bdf
+               for g in snapshot.gpus)
+
+
+def unchecked(planned: PlannedHost, reading: HostReading) -> list[Unchecked]:
+    """What `compare` could not check on this host: each GPU without a VRAM reading, and (over
+    SSH) each service whose processes came without their VRAM or GPUs. Empty: all checked."""
+    if reading.error is not None:
+        return []  # host_unreachable already fails the host
+    hint = SAVE_HINT if reading.offline else LIVE_HINT
+    out = []
+    for gpu in planned.gpus:
+        gap = _gpu_gap(reading.snapshot, gpu.index) if reading.snapshot else "no GPU reading"
+        if gap is not None:
+            names = [s.name for s in planned.services if gpu.index in s.gpus]
+            on_it = f"; planned on it: {', '.join(names)}" if names else ""
+            out.append(Unchecked(planned.name, gpu.index, None, gap + on_it, hint))
+    if not reading.offline:
+        _, unknown = _service_usage(planned, reading)
+        out += [
+            Unchecked(planned.name, None, name, "the SMI reading gives a process of it "
+                      "without its VRAM or its GPUs", hint)
+            for name in sorted(unknown)
+        ]
     return out
 
 
@@ -228,11 +333,13 @@ def _check_gpus(planned: PlannedHost, reading: HostReading) -> list[Finding]:
 
 def host_rows(planned: PlannedHost, reading: HostReading) -> list[dict[str, Any]]:
     """One row per planned service: state, health, measured vs planned GiB (for tables/JSON)."""
-    usage = _service_usage(planned, reading)
+    usage, unknown = _service_usage(planned, reading)
+    known = reading.snapshot is not None and not reading.offline  # offline: no cgroup map
     rows: list[dict[str, Any]] = []
     for svc in planned.services:
         probe = reading.probes.get(svc.name)
         measured = sum(usage.get(svc.name, {}).values())
+        measured_gib = round(measured / GIB, 2) if known and svc.name not in unknown else None
         rows.append(
             {
                 "service": svc.name,
@@ -241,7 +348,12 @@ def host_rows(planned: PlannedHost, reading: HostReading) -> list[dict[str, Any]
                 "uptime_s": round(reading.uptimes.get(unit_of(svc.name), 0.0)) or None,
                 "healthy": probe.ok if probe else None,
                 "planned_gib": round(svc.footprint_bytes * len(svc.gpus) / GIB, 2),
-                "measured_gib": round(measured / GIB, 2) if reading.snapshot else None,
+                "measured_gib": measured_gib,
             }
         )
     return rows
+
+
+def gib_text(value: int | None) -> str:
+    """GiB with one decimal, or `?` for a value the reading did not give."""
+    return "?" if value is None else f"{value / GIB:.1f}"

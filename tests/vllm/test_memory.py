@@ -11,7 +11,6 @@ from gpufleet.vllm.memory import (
     CUDAGRAPH_BYTES,
     GIB,
     MI300X_TOTAL_BYTES,
-    NO_KV_MESSAGE,
     InstanceSpec,
     activation_bytes,
     baseline_bytes,
@@ -50,7 +49,8 @@ def mla_facts() -> ModelFacts:
 
 def spec(**overrides: object) -> InstanceSpec:
     base: dict[str, object] = dict(
-        facts=facts(), gpu_total_bytes=H100, gpu_memory_utilization=0.9, vllm_version="0.11.0"
+        facts=facts(), gpu_total_bytes=H100, gpu_memory_utilization=0.9, vllm_version="0.11.0",
+        platform="cuda",
     )
     base.update(overrides)
     return InstanceSpec(**base)  # type: ignore[arg-type]
@@ -71,9 +71,10 @@ def test_budget_is_ceil_of_total_times_util():
 
 
 @pytest.mark.parametrize(
-    ("version", "util"), [("0.6.3.post1", 0.9), ("0.20.2", 0.9), ("0.21.0", 0.92), ("0.33.0", 0.92)]
+    ("version", "util"),
+    [("0.6.3.post1", 0.9), ("0.19.1", 0.9), ("0.20.0", 0.92), ("0.21.0", 0.92), ("0.33.0", 0.92)],
 )
-def test_default_utilization_092_from_021(version, util):
+def test_default_utilization_092_from_020(version, util):
     assert default_utilization(version) == util
     est = estimate(spec(gpu_memory_utilization=None, vllm_version=version))
     assert est.utilization == util
@@ -137,8 +138,8 @@ def test_free_memory_check_with_vllms_words():
     est = estimate(with_free_memory(s, free))
     assert not est.starts
     assert est.error_kind == "free_memory"
-    assert est.error == (
-        f"Free memory on device cuda:0 ({free / GIB:.2f}/{H100 / GIB:.2f} GiB) on startup is "
+    assert est.error == (  # 0.11.0's words: the device is named from 0.14
+        f"Free memory on device ({free / GIB:.2f}/{H100 / GIB:.2f} GiB) on startup is "
         f"less than desired GPU memory utilization (0.5, {budget / GIB:.2f} GiB). Decrease GPU "
         "memory utilization or reduce GPU memory used by other processes."
     )
@@ -178,7 +179,6 @@ def test_no_kv_memory():
     est = estimate(spec(facts=facts(param_count=60_000_000_000)))  # 112 GiB of weights
     assert not est.starts
     assert est.error_kind == "no_kv_memory"
-    assert est.error == NO_KV_MESSAGE
     assert est.error.startswith("No available memory for the cache blocks.")
 
 
@@ -289,14 +289,30 @@ def test_enforce_eager_removes_graph_memory():
     assert eager.kv_cache_bytes - graphs.kv_cache_bytes == CUDAGRAPH_BYTES  # inside the budget
 
 
-def test_graphs_outside_the_budget_before_0_21():
-    graphs = estimate(spec(vllm_version="0.20.0"))
-    eager = estimate(spec(vllm_version="0.20.0", enforce_eager=True))
+def test_graphs_outside_the_budget_before_0_20_on_cuda():
+    graphs = estimate(spec(vllm_version="0.19.1"))
+    eager = estimate(spec(vllm_version="0.19.1", enforce_eager=True))
     assert graphs.kv_cache_bytes == eager.kv_cache_bytes  # not budgeted ...
     assert graphs.used_bytes - eager.used_bytes == CUDAGRAPH_BYTES  # ... but on the GPU
     assert graphs.used_bytes == graphs.budget_bytes + graphs.baseline_bytes + CUDAGRAPH_BYTES
-    inside = estimate(spec(vllm_version="0.21.0"))
+    inside = estimate(spec(vllm_version="0.20.0"))
     assert inside.used_bytes == inside.budget_bytes + inside.baseline_bytes
+
+
+@pytest.mark.parametrize(("version", "inside"), [("0.25.1", False), ("0.26.0", True)])
+def test_graphs_enter_the_budget_on_rocm_only_from_0_26(version, inside):
+    graphs = estimate(spec(vllm_version=version, platform="rocm"))
+    eager = estimate(spec(vllm_version=version, platform="rocm", enforce_eager=True))
+    assert (eager.kv_cache_bytes - graphs.kv_cache_bytes == CUDAGRAPH_BYTES) is inside
+
+
+def test_0_34_sizes_the_kv_cache_from_what_is_free_and_skips_the_free_check():
+    s = spec(vllm_version="0.34.0", gpu_memory_utilization=0.5)
+    alone = estimate(s)
+    squeezed = estimate(with_free_memory(s, alone.budget_bytes - int(4 * GIB)))
+    assert squeezed.starts  # no "Free memory on device" refusal: the cache is extensible
+    assert alone.kv_cache_bytes - squeezed.kv_cache_bytes == int(4 * GIB)
+    assert s.kv_block_size == 64
 
 
 # ---------------------------------------------------------------- parallelism

@@ -21,7 +21,7 @@ def test_a_row_may_hold_several_ranges(version: str, expected: bool) -> None:
 
 def test_boundaries_and_suffixes() -> None:
     assert is_v0("0.7.3") and not is_v0("0.8.0")
-    assert default_utilization("0.20.9") == 0.9 and default_utilization("0.21.0rc1") == 0.92
+    assert default_utilization("0.19.9") == 0.9 and default_utilization("0.20.0rc1") == 0.92
     assert has("0.10.1+rocm700", "runner_convert_flags")
     assert not has("0.10.0", "runner_convert_flags")
     assert releases.parse_version("0.28.1rc1.dev452") == (0, 28, 1)

@@ -2,13 +2,18 @@
 
 Writes DIR/<host>/etc/systemd/system/... and DIR/<host>/etc/gpufleet/... with every secret value
 replaced by `<secret:NAME>`: it never reads a secret, so its output is safe to review and diff.
-Every destination is checked to lie inside DIR/<host> before anything is written; the units and
-env files of services the plan no longer has are removed from that folder.
+Every destination is checked to lie inside DIR/<host> before anything is written; each file is
+written atomically (a temporary name beside it, fsynced, renamed over it). The units and env
+files of services the plan no longer has are removed from that folder, and a folder an earlier
+render of this fleet wrote for a host the inventory no longer has loses gpufleet's files too.
+Only gpufleet's own names are ever removed (host/layout.py); anything else there stays.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -17,7 +22,7 @@ from gpufleet import inventory
 from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
-from gpufleet.host.layout import CONFIG_DIR, PREFIX, SUFFIX, UNIT_DIR
+from gpufleet.host.layout import CONFIG_DIR, PLAN_FILE, PREFIX, SUFFIX, TARGET, UNIT_DIR
 from gpufleet.plan import Plan, build_plan
 from gpufleet.render import RenderedFile, render_plan
 from gpufleet.views import finding_line
@@ -25,6 +30,11 @@ from gpufleet.views import finding_line
 # What render owns in a host folder: only these names are ever removed as stale.
 _OWNED = ((UNIT_DIR, re.compile(rf"{PREFIX}[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\{SUFFIX}")),
           (CONFIG_DIR, re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.env")))
+# A retired host's folder also loses its target and plan.json.
+_HOST_FILES = (f"{UNIT_DIR}/{TARGET}", PLAN_FILE)
+# The temporary name beside a file while it is written, as the deploys name theirs
+# (deploys/operations.temp_name): one left by an interrupted render is stale too.
+TEMP_SUFFIX = ".gpufleet-new"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -47,19 +57,28 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     out = Path(args.out)
     rendered = render_plan(plan)
     writes = destinations(out, rendered)  # all checked before the first byte is written
+    retired = [] if args.host else retired_hosts(out, plan)  # --host: the others are not ours
     for host, files in rendered.items():
         stale = stale_files(out / host, files)
         for path, f in writes[host]:
             write_file(path, f)
-        for path in stale:
-            path.unlink()
+        remove_files(stale)
         env.out.print(f"{host}: {len(files)} files under {out / host}")
         for f in files:
             env.out.print(f"  {f.mode} {f.path}", highlight=False)
-        for path in stale:
-            env.out.print(f"  removed {path.relative_to(out / host)} (no longer planned)",
-                          highlight=False)
+        _show_removed(env, out / host, stale, "no longer planned")
+    for folder in retired:
+        stale = stale_files(folder, [], retired=True)
+        remove_files(stale)
+        _prune(folder)
+        env.out.print(f"{folder.name}: no longer in the inventory", highlight=False)
+        _show_removed(env, folder, stale, f"host {folder.name} no longer planned")
     return ExitStatus.OK
+
+
+def _show_removed(env: Environment, host_dir: Path, stale: list[Path], why: str) -> None:
+    for path in stale:
+        env.out.print(f"  removed {path.relative_to(host_dir)} ({why})", highlight=False)
 
 
 def _show_errors(plan: Plan, env: Environment, *, forced: bool) -> None:
@@ -103,32 +122,98 @@ def _plain_component(name: str) -> bool:
         and name.isprintable()
 
 
-def stale_files(host_dir: Path, files: list[RenderedFile]) -> list[Path]:
-    """gpufleet's own units and env files in `host_dir` that this render does not produce."""
+def stale_files(host_dir: Path, files: list[RenderedFile], *, retired: bool = False) -> list[Path]:
+    """gpufleet's own units and env files in `host_dir` that this render does not produce (for a
+    `retired` host, its target and plan.json too), and temporaries an interrupted render left.
+    A folder that resolves outside `host_dir` (a symlink) is never looked into."""
     produced = {f.path for f in files}
     stale = []
     for folder, owned in _OWNED:
         where = host_dir / folder.lstrip("/")
-        if not where.is_dir():
+        if not where.is_dir() or not where.resolve().is_relative_to(host_dir.resolve()):
             continue
         for path in sorted(where.iterdir()):
-            if owned.fullmatch(path.name) and f"{folder}/{path.name}" not in produced \
-                    and (path.is_file() or path.is_symlink()):
+            name = f"{folder}/{path.name}"
+            ours = owned.fullmatch(path.name) or (retired and name in _HOST_FILES) \
+                or _temporary(folder, path.name, owned)
+            if ours and name not in produced and (path.is_file() or path.is_symlink()):
                 stale.append(path)
     return stale
 
 
+def _temporary(folder: str, name: str, owned: re.Pattern[str]) -> bool:
+    """`.<file>.gpufleet-new` beside one of gpufleet's own files."""
+    if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+        return False
+    base = name[1:-len(TEMP_SUFFIX)]
+    return bool(owned.fullmatch(base)) or f"{folder}/{base}" in _HOST_FILES
+
+
+def retired_hosts(out: Path, plan: Plan) -> list[Path]:
+    """Folders under `out` that a render of this fleet wrote for a host it no longer has: their
+    plan.json names this fleet and the folder's own host. Any other folder is not ours."""
+    if not out.is_dir():
+        return []
+    planned = {h.name for h in plan.hosts}
+    fleet = plan.inventory.fleet.name
+    return [folder for folder in sorted(out.iterdir())
+            if folder.name not in planned and not folder.is_symlink() and folder.is_dir()
+            and _rendered_for(folder, fleet)]
+
+
+def _rendered_for(folder: Path, fleet: str) -> bool:
+    try:
+        data = json.loads((folder / PLAN_FILE.lstrip("/")).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("fleet") == fleet \
+        and data.get("name") == folder.name
+
+
+def remove_files(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot remove {path}: {exc.strerror}", where=str(path)) from None
+
+
+def _prune(host_dir: Path) -> None:
+    """The folders render creates for a host, where they are now empty (rmdir keeps any other)."""
+    for folder in (UNIT_DIR, "/etc/systemd", CONFIG_DIR, "/etc", "/"):
+        with contextlib.suppress(OSError):
+            (host_dir / folder.lstrip("/")).rmdir()
+
+
 def write_file(path: Path, f: RenderedFile) -> Path:
-    """Write one rendered file with its mode (0600 env files stay private here too)."""
+    """Write one rendered file atomically, with its mode: the bytes go to a temporary name beside
+    it (created with the file's mode, so a 0600 env file is never readable by others, and never
+    through a symlink), are fsynced, then renamed over it, and the folder is fsynced, as the
+    deploys write host files: an interrupted render leaves the old file or the new, never a mix."""
     mode = int(f.mode, 8)
+    temp = path.with_name(f".{path.name}{TEMP_SUFFIX}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Created with its mode (no moment of 0644 for an env file); never through a symlink.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        temp.unlink(missing_ok=True)  # an interrupted render's leftover
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            os.fchmod(stream.fileno(), mode)
+            os.fchmod(stream.fileno(), mode)  # the umask may have narrowed it
             stream.write(f.content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+        _fsync_dir(path.parent)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
         raise InputError(f"cannot write {path}: {exc.strerror}", where=str(path),
                          hint="pick an --out folder you can write to") from None
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -77,7 +77,7 @@ def status_table(host: PlannedHost, reading: HostReading) -> Table:
                 Text(state, STATE_STYLE.get(state, "yellow")),
                 uptime(row["uptime_s"]),
                 health,
-                f"{row['measured_gib']}/{row['planned_gib']}",
+                f"{_known(row['measured_gib'])}/{row['planned_gib']}",
             )
     return table
 
@@ -98,3 +98,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         r.error or any(s != "active" for s in r.unit_states.values()) for r in readings.values()
     )
     return ExitStatus.FINDINGS if bad else ExitStatus.OK
+
+
+def _known(value: object) -> str:
+    """A measurement as shown: `?` when the reading did not give it (never 0)."""
+    return "?" if value is None else str(value)

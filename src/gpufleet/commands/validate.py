@@ -15,8 +15,8 @@ from gpufleet.errors import ExitStatus, InputError
 from gpufleet.fleetread import read_fleet
 from gpufleet.gpu.models import GIB
 from gpufleet.observe import reading_from_files
-from gpufleet.plan import Plan, PlannedHost, build_plan
-from gpufleet.validate import HostReading, compare, host_rows
+from gpufleet.plan import Finding, Plan, PlannedHost, build_plan
+from gpufleet.validate import HostReading, Unchecked, compare, host_rows, unchecked
 from gpufleet.views import finding_line
 
 
@@ -60,9 +60,12 @@ def offline_readings(plan: Plan, specs: list[str]) -> dict[str, HostReading]:
             )
         files.setdefault(host, []).append(path)
     try:
-        return {h: reading_from_files(h, paths) for h, paths in files.items()}
+        readings = {h: reading_from_files(h, paths) for h, paths in files.items()}
     except OSError as exc:
         raise InputError(f"--smi: cannot read {exc.filename}: {exc.strerror}") from None
+    for reading in readings.values():
+        reading.offline = True  # compare then checks GPU memory only
+    return readings
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
@@ -73,9 +76,9 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     else:
         readings = read_fleet(plan, ssh_key=args.ssh_key, known_hosts=args.known_hosts)
     findings = [f for h in plan.hosts for f in compare(h, readings[h.name])]
-    if args.smi:  # saved outputs say nothing about units or answers
-        findings = [f for f in findings if f.code not in OFFLINE_BLIND]
-    ok = not any(f.severity == "error" for f in findings)
+    gaps = [u for h in plan.hosts for u in unchecked(h, readings[h.name])]
+    # what could not be checked is not a pass: exit 0 only when everything was checked and held
+    ok = not gaps and not any(f.severity == "error" for f in findings)
     if args.json:
         env.write_json(
             json.dumps(
@@ -83,6 +86,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
                     "ok": ok,
                     "hosts": [host_dict(h, readings[h.name]) for h in plan.hosts],
                     "findings": [f.to_dict() for f in findings],
+                    "unchecked": [u.to_dict() for u in gaps],
                 },
                 indent=2,
             )
@@ -92,24 +96,50 @@ def run(args: argparse.Namespace, env: Environment) -> int:
             env.out.print(host_table(h, readings[h.name]))
         for f in findings:
             env.out.print(finding_line(f))
-        env.out.print(
-            Text("validation passed", style="bold green")
-            if ok
-            else Text("validation failed", style="bold red")
-        )
+        show_verdict(env, plan, findings, gaps, offline=bool(args.smi))
     return ExitStatus.OK if ok else ExitStatus.FINDINGS
 
 
-# without SSH there is no cgroup map, unit state or probe: only memory per GPU can be checked
-OFFLINE_BLIND = {
-    "service_down",
-    "missing_process",
-    "unplanned_process",
-    "service_unhealthy",
-    "service_memory_over",
-    "service_memory_under",
-    "wrong_gpu",
-}
+def show_verdict(
+    env: Environment, plan: Plan, findings: list[Finding], gaps: list[Unchecked], *, offline: bool
+) -> None:
+    """What could not be checked (and why), then one line that says what the result means."""
+    for gap in gaps:
+        where = "/".join(p for p in (gap.host, _gpu_label(gap.gpu), gap.service) if p)
+        env.out.print(Text.assemble(("unchecked ", "bold yellow"), f"{where}: {gap.reason}"),
+                      highlight=False)
+    env.out.print(verdict(plan, findings, gaps, offline=offline), highlight=False)
+    for hint in dict.fromkeys(g.hint for g in gaps):
+        env.out.print(Text(f"        fix: {hint}", style="green"), highlight=False)
+
+
+def verdict(
+    plan: Plan, findings: list[Finding], gaps: list[Unchecked], *, offline: bool
+) -> Text:
+    gpu_gaps = sum(1 for g in gaps if g.service is None)
+    if any(f.severity == "error" for f in findings):
+        more = f"; {_count(gpu_gaps, len(gaps) - gpu_gaps)} could not be checked" if gaps else ""
+        return Text(f"validation failed{more}", style="bold red")
+    if offline and gpu_gaps and gpu_gaps == sum(len(h.gpus) for h in plan.hosts):
+        return Text("validation checked nothing: the saved SMI output gives the memory of "
+                    "none of the planned GPUs", style="bold red")
+    if gaps:
+        return Text(f"validation incomplete: {_count(gpu_gaps, len(gaps) - gpu_gaps)} could "
+                    "not be checked", style="bold red")
+    if offline:
+        return Text("validation passed (offline: GPU memory only; unit states, answers and "
+                    "per-service memory need SSH)", style="bold green")
+    return Text("validation passed", style="bold green")
+
+
+def _count(gpus: int, services: int) -> str:
+    parts = [f"{n} {word}{'s' if n != 1 else ''}"
+             for n, word in ((gpus, "GPU"), (services, "service")) if n]
+    return " and ".join(parts)
+
+
+def _gpu_label(gpu: int | None) -> str | None:
+    return None if gpu is None else f"gpu{gpu}"
 
 
 def host_dict(host: PlannedHost, reading: HostReading) -> dict[str, object]:
@@ -150,6 +180,6 @@ def host_table(host: PlannedHost, reading: HostReading) -> Table:
             str(row["state"]),
             healthy[row["healthy"]],  # type: ignore[index]
             f"{row['planned_gib']}",
-            f"{row['measured_gib']}",
+            "?" if row["measured_gib"] is None else f"{row['measured_gib']}",
         )
     return table

@@ -84,7 +84,7 @@ KNOBS: tuple[Knob, ...] = (  # in the order the units write them
          "tokens in one scheduler step", low=1, high=10**8),
     Knob("enforce_eager", "--enforce-eager", bool, "no CUDA/HIP graphs", default=False),
     Knob("block_size", "--block-size", int, "tokens per KV cache block (the KV cache is whole "
-         "blocks)", default=16, low=1, high=1 << 16),
+         "blocks; unset: the release's default, 16, or 64 from 0.34.0)", low=1, high=1 << 16),
 )
 BY_KEY = {k.key: k for k in KNOBS}
 # `vllm serve` flag (and short form) -> its knob, for reading a running command line.

@@ -24,14 +24,14 @@ import math
 from dataclasses import dataclass, field, replace
 
 from gpufleet.errors import InputError
-from gpufleet.vllm import messages, releases
+from gpufleet.vllm import messages, releases, versions
 from gpufleet.vllm.models import ModelFacts, kv_dtype_bytes
 from gpufleet.vllm.releases import parse_version
 
 GIB = 1 << 30
 MI300X_TOTAL_BYTES = 206_141_652_992  # hipMemGetInfo total of one MI300X (191.98 GiB)
-DEFAULT_VLLM_VERSION = "0.11.0"
-DEFAULT_BLOCK_SIZE = 16
+DEFAULT_VLLM_VERSION = versions.newest()  # `estimate`'s default: the newest release read
+DEFAULT_BLOCK_SIZE = 16  # releases before those read from source
 
 # Calibrated constants (per rank). Sources: ../shared/facts/vllm-memory.md (sections named) and
 # the real cases of ../shared/data/vllm_cases.yaml (ids named); fitted with
@@ -101,8 +101,18 @@ def checks_free_memory(vllm_version: str) -> bool:
 
 
 def default_utilization(vllm_version: str) -> float:
-    """vLLM's default --gpu-memory-utilization: 0.92 since 0.21 (PR #38284), 0.9 before."""
+    """vLLM's default --gpu-memory-utilization, read from the release (0.92 from 0.20.0, 0.9
+    before); releases older than those read follow the rows."""
+    if versions.known(vllm_version):
+        return versions.release(vllm_version).default_utilization
     return 0.92 if has(vllm_version, "default_utilization_0_92") else 0.9
+
+
+def default_block_size(vllm_version: str) -> int:
+    """Tokens per KV block when --block-size is not given: 16, and 64 from 0.34.0."""
+    if versions.known(vllm_version):
+        return versions.release(vllm_version).default_block_size
+    return DEFAULT_BLOCK_SIZE
 
 
 def default_batching(gpu_total_bytes: int, vllm_version: str | None = None) -> tuple[int, int]:
@@ -113,6 +123,8 @@ def default_batching(gpu_total_bytes: int, vllm_version: str | None = None) -> t
     absent in [0.21.0] (MI300X was in the >= 70 GiB one); it is assumed from 0.22 on, the first
     release it can be in. vLLM also keeps A100s in the small tier; only the total is known here.
     """
+    if vllm_version is not None and versions.known(vllm_version):
+        return versions.release(vllm_version).batching(gpu_total_bytes)
     gib = gpu_total_bytes / GIB
     if gib >= 160 and (vllm_version is None or has(vllm_version, "batching_tier_160gib")):
         return 16384, 1024
@@ -146,8 +158,13 @@ class InstanceSpec:
     enforce_eager: bool = False
     kv_cache_memory_bytes: int | None = None
     vllm_version: str = DEFAULT_VLLM_VERSION
-    block_size: int = DEFAULT_BLOCK_SIZE
+    block_size: int | None = None  # None: the release's default
     free_bytes_at_start: int | None = None  # None: an otherwise empty GPU
+    platform: str = "rocm"  # rocm | cuda: what counts inside the budget differs by release
+
+    @property
+    def kv_block_size(self) -> int:
+        return self.block_size or default_block_size(self.vllm_version)
 
     @property
     def utilization(self) -> float:
@@ -232,9 +249,20 @@ def cudagraph_bytes(spec: InstanceSpec) -> int:
     return 0 if spec.enforce_eager else CUDAGRAPH_BYTES
 
 
-def graphs_in_budget(vllm_version: str) -> bool:
-    """Since 0.21 vLLM profiles graph memory and takes it out of the budget (PR #38284)."""
-    return has(vllm_version, "graphs_in_budget")
+def graphs_in_budget(vllm_version: str, platform: str = "rocm") -> bool:
+    """Whether vLLM profiles graph memory and takes it out of the budget: on CUDA from 0.20.0,
+    on ROCm only from 0.26.0 (read from each release's gpu_worker.py)."""
+    if versions.known(vllm_version):
+        return versions.release(vllm_version).graphs_in_budget.get(platform, False)
+    return has(vllm_version, f"graphs_in_budget_{platform}")
+
+
+def extensible_kv_cache(spec: InstanceSpec) -> bool:
+    """0.34.0's extensible KV cache, on by default on CUDA and ROCm unless the KV size is given:
+    the cache is sized after graph capture from what is really free (within the budget), and
+    the free-memory check at startup is skipped (vllm/config/vllm.py, v1/worker/utils.py)."""
+    return (versions.known(spec.vllm_version) and spec.kv_cache_memory_bytes is None
+            and versions.release(spec.vllm_version).kv_sized_after_graphs)
 
 
 @dataclass(frozen=True)
@@ -264,14 +292,14 @@ def kv_layout(spec: InstanceSpec) -> KvLayout:
     facts = spec.facts
     kv_bytes = kv_dtype_bytes(spec.kv_cache_dtype, facts.dtype_bytes(spec.dtype))
     per_layer = facts.kv_bytes_per_token_layer(spec.tensor_parallel_size, kv_bytes)
-    page = per_layer * spec.block_size
+    page = per_layer * spec.kv_block_size
     layers = math.ceil(facts.num_layers / spec.pipeline_parallel_size)
     sliding = math.ceil(facts.num_sliding_layers / spec.pipeline_parallel_size)
     full = layers - sliding
     if facts.encoder_tokens:  # Whisper: self- and cross-attention layers, two equal groups
-        return KvLayout(layers * page, 1, 0, 0, spec.block_size, facts.encoder_tokens)
+        return KvLayout(layers * page, 1, 0, 0, spec.kv_block_size, facts.encoder_tokens)
     if not sliding or not facts.sliding_window or not full:
-        return KvLayout(layers * page, 1, 0, 0, spec.block_size)
+        return KvLayout(layers * page, 1, 0, 0, spec.kv_block_size)
     small, large = sorted((full, sliding))
     group = large if large < 1.5 * small else small
     return KvLayout(
@@ -279,7 +307,7 @@ def kv_layout(spec: InstanceSpec) -> KvLayout:
         math.ceil(full / group),
         math.ceil(sliding / group),
         facts.sliding_window,
-        spec.block_size,
+        spec.kv_block_size,
     )
 
 
@@ -291,11 +319,13 @@ def free_memory_message(spec: InstanceSpec, free: int, budget: int) -> str:
                                 budget)
 
 
-NO_KV_MESSAGE = messages.NO_KV
+def no_kv_message(spec: InstanceSpec) -> str:
+    return messages.no_kv_memory(spec.vllm_version, spec.utilization)
 
 
 def max_len_message(spec: InstanceSpec, needed: int, avail: int, fit: int, tokens: int) -> str:
-    return messages.max_seq_len(spec.vllm_version, spec.model_len, needed, avail, fit, tokens)
+    return messages.max_seq_len(spec.vllm_version, spec.model_len, needed, avail, fit, tokens,
+                                spec.utilization)
 
 
 def parallelism_error(spec: InstanceSpec) -> str | None:
@@ -349,7 +379,7 @@ def check_spec(spec: InstanceSpec) -> None:
                optional=True)  # fmt: skip
     _check_int("kv_cache_memory_bytes", spec.kv_cache_memory_bytes, 1, MAX_GPU_BYTES,
                optional=True)  # fmt: skip
-    _check_int("block_size", spec.block_size, 1, MAX_BLOCK_SIZE)
+    _check_int("block_size", spec.block_size, 1, MAX_BLOCK_SIZE, optional=True)
     _check_int("free memory at start (bytes)", spec.free_bytes_at_start, -MAX_GPU_BYTES * 64,
                MAX_GPU_BYTES, optional=True)  # fmt: skip
     parse_version(spec.vllm_version)
@@ -370,12 +400,15 @@ def estimate(spec: InstanceSpec) -> Estimate:
         spec.tensor_parallel_size, spec.pipeline_parallel_size, spec.dtype, spec.quantization
     )
     act, torchless, graphs = activation_bytes(spec), non_torch_bytes(spec), cudagraph_bytes(spec)
-    graph_cost = graphs if graphs_in_budget(spec.vllm_version) else 0
+    extensible = extensible_kv_cache(spec)
+    graph_cost = graphs if extensible or graphs_in_budget(spec.vllm_version, spec.platform) else 0
     non_kv = weights + torchless + act + _charged_before(spec, free)
     if spec.facts.is_pooling:
         kv_avail = 0  # encoder-only models get no KV cache at all
     elif spec.kv_cache_memory_bytes is not None:
         kv_avail = spec.kv_cache_memory_bytes
+    elif extensible:  # sized after warm-up from what is free, never beyond the budget
+        kv_avail = min(budget, free) - non_kv - graph_cost
     else:
         kv_avail = budget - non_kv - graph_cost
     layout = kv_layout(spec)
@@ -423,13 +456,15 @@ def _capacity(spec: InstanceSpec, layout: KvLayout, kv_avail: int) -> tuple[int,
     concurrency = blocks / per_request
     if layout.sliding_groups:  # hybrid: concurrency x max_model_len, not a capacity
         return int(concurrency * spec.model_len), concurrency
-    return blocks * spec.block_size, concurrency
+    return blocks * spec.kv_block_size, concurrency
 
 
 def _checks_free(spec: InstanceSpec) -> bool:
     """Check #1 runs since 0.9.1. Older per-instance versions have no such check, but on a GPU
     that others already use they run out of memory allocating the KV cache all the same; the
     device-wide ones shrink the KV cache instead (see _charged_before)."""
+    if extensible_kv_cache(spec):
+        return False
     if checks_free_memory(spec.vllm_version):
         return True
     return spec.free_bytes_at_start is not None and not device_wide_accounting(spec.vllm_version)
@@ -453,7 +488,7 @@ def _first_failure(
     if spec.facts.is_pooling:  # encoder-only: no KV cache, so no KV checks (facts §4)
         return None, None
     if kv_avail <= 0 or kv_avail < layout.block_bytes:
-        return "no_kv_memory", NO_KV_MESSAGE
+        return "no_kv_memory", no_kv_message(spec)
     if needed > kv_avail - layout.block_bytes:
         return "max_model_len", max_len_message(spec, needed, kv_avail, fit or 0, tokens)
     return None, None
@@ -481,7 +516,7 @@ def _fit(spec: InstanceSpec, layout: KvLayout, kv_avail: int) -> int | None:
             lo = mid
         else:
             hi = mid - 1
-    return (lo // spec.block_size) * spec.block_size or lo
+    return (lo // spec.kv_block_size) * spec.kv_block_size or lo
 
 
 def _min_util(spec: InstanceSpec, required: int) -> float | None:
@@ -505,6 +540,8 @@ def _used_bytes(
         return base + non_kv + max(kv, 0) + graphs
     if device_wide_accounting(spec.vllm_version):
         return budget + outside
+    if extensible_kv_cache(spec):  # it commits what is free, at most the budget
+        return base + non_kv + max(kv, 0) + graph_cost
     return budget + base + outside
 
 

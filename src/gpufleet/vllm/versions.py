@@ -116,7 +116,8 @@ def _release(raw: dict[str, Any], asked: str) -> Release:
         serve_flags=flags,
         aliases={a: name for name, f in flags.items() for a in f.get("aliases", [])},
         default_utilization=float(raw["defaults"]["gpu_memory_utilization"]),
-        default_block_size=int(raw["defaults"]["block_size"]),
+        # 0.13-0.17 leave it to the platform, which sets 16 on CUDA and ROCm (facts §4.2)
+        default_block_size=int(raw["defaults"]["block_size"] or 16),
         tiers=tuple(Tier(float(t["min_device_gib"]), int(t["max_num_batched_tokens"]),
                          int(t["max_num_seqs"])) for t in raw["batching_defaults"]),
         graphs_in_budget=dict(semantics["graphs_in_budget"]),
