@@ -66,13 +66,17 @@ gpufleet_service_home = "/var/lib/gpufleet"
 # venv runtime: where vLLM is installed, and from where.
 gpufleet_venv_dir = "/opt/gpufleet/venv"
 gpufleet_pip_index_url = "https://pypi.org/simple"
-# Extra indexes, e.g. vLLM's ROCm wheels: ["https://wheels.vllm.ai/rocm/0.18.0/rocm700"].
+# Extra indexes for every venv (an internal mirror); the vLLM venv adds its own below.
 gpufleet_pip_extra_index_urls = []
+# vLLM's ROCm wheels (PyPI's wheel is the CUDA build, which does not run on MI300X):
+# {rocm_variant} is the build the release's installation page names (rocm700, rocm721,
+# rocm100: gpufleet/vllm/data/releases), {version} the fleet's vllm_version. Python 3.12 only.
+gpufleet_vllm_extra_index_urls = ["https://wheels.vllm.ai/rocm/{version}/{rocm_variant}"]
 # Plain-HTTP index hosts pip may use (an air-gapped mirror, the test lab); empty = HTTPS only.
 gpufleet_pip_trusted_hosts = []
 # The requirement installed; {version} is the fleet's vllm_version. ROCm wheels carry a local
-# version ("{version}+rocm700"): say so here, or pip sees a mismatch on every run.
-gpufleet_vllm_requirement = "vllm=={version}"
+# version ("0.19.1+rocm700"): without it pip would take PyPI's CUDA wheel of the same version.
+gpufleet_vllm_requirement = "vllm=={version}+{rocm_variant}"
 # venv runtime, docling services: docling-serve in a venv of its own (its torch is not vLLM's).
 gpufleet_docling_venv_dir = "/opt/gpufleet/docling"
 gpufleet_docling_requirement = "docling-serve"

@@ -79,6 +79,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Not Python, but where a release says which ROCm it is built for (sdists only; a wheel has
+# neither, so a wheel's data file has no `rocm` facts).
+ROCM_FILES = ("docker/Dockerfile.rocm_base",
+              "docs/getting_started/installation/gpu.rocm.inc.md")
+
+
 def load_archive(path: Path) -> Source:
     """Read the .py members of an sdist (tar.gz, `vllm-X/` prefix) or a wheel (zip, no prefix)."""
     texts: dict[str, str] = {}
@@ -92,8 +98,9 @@ def load_archive(path: Path) -> Source:
             for member in tf:
                 # sdist members look like vllm-0.33.0/vllm/config/cache.py
                 parts = member.name.split("/", 1)
-                if member.isfile() and len(parts) == 2 and parts[1].startswith("vllm/") \
-                        and parts[1].endswith(".py"):
+                if member.isfile() and len(parts) == 2 and (
+                        (parts[1].startswith("vllm/") and parts[1].endswith(".py"))
+                        or parts[1] in ROCM_FILES):
                     fh = tf.extractfile(member)
                     if fh is not None:
                         texts[parts[1]] = fh.read().decode("utf-8", "replace")
@@ -1725,6 +1732,58 @@ def read_semantics(rd: Reader) -> tuple[dict[str, Any], dict[str, str], dict[str
     return sem, ev, msgs
 
 
+# --------------------------------------------------------------------------- ROCm builds
+
+_BASE_IMAGE = re.compile(r"^ARG BASE_IMAGE=rocm/dev-[\w.-]+:(\d+\.\d+(?:\.\d+)?)", re.M)
+_SDK_VERSION = re.compile(r"^ARG ROCM_SDK_VERSION=(\d+\.\d+(?:\.\d+)?)", re.M)
+_WHEEL_ROW = re.compile(r"^\| `(rocm\d+)` \| [^|]+\| ([\d.]+) \|[^|]+\| (.+?) \|$", re.M)
+_HOST_MINIMUM = re.compile(r"vLLM supports AMD GPUs with ROCm (\d+\.\d+(?:\.\d+)?) or above")
+_WHEEL_SENTENCE = re.compile(r"Pre-built wheels are available for (.+?)(?:\.\s|;|\.$)", re.M)
+
+
+def read_rocm(src: Source) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ROCm of the release's image (its Dockerfile.rocm_base) and the ROCm wheel variant
+    a venv should install (the installation page's table and sentence), each with its line."""
+    facts: dict[str, Any] = {"image_rocm": None, "wheel_variant": None, "wheel_rocm": None,
+                             "host_rocm_min": None}
+    evidence: dict[str, str] = {}
+    doc = src.text(ROCM_FILES[1]) or ""
+    if minimum := _HOST_MINIMUM.search(doc):
+        facts["host_rocm_min"] = minimum.group(1)
+        line = doc.count("\n", 0, minimum.start()) + 1
+        evidence["rocm.host_rocm_min"] = f"{ROCM_FILES[1]}:{line} {minimum.group(0)}"
+    docker = src.text(ROCM_FILES[0]) or ""
+    found = _BASE_IMAGE.search(docker) or _SDK_VERSION.search(docker)
+    if found:
+        facts["image_rocm"] = found.group(1)
+        line = docker.count("\n", 0, found.start()) + 1
+        evidence["rocm.image_rocm"] = f"{ROCM_FILES[0]}:{line} {found.group(0)}"
+    variant = _wheel_variant(src.text(ROCM_FILES[1]) or "", src)
+    if variant:
+        facts["wheel_variant"], facts["wheel_rocm"], evidence["rocm.wheel_variant"] = variant
+    return facts, evidence
+
+
+def _wheel_variant(doc: str, src: Source) -> tuple[str, str, str] | None:
+    """The variant whose supported versions name this release, else the one marked the
+    default, else the newest ROCm the intro sentence names (the release's own wheels)."""
+    rows = [(m.group(1), m.group(2), m.group(3), m.start()) for m in _WHEEL_ROW.finditer(doc)]
+    here = ROCM_FILES[1]
+    for variant, rocm, releases, at in rows:
+        if "(default)" in releases:
+            return variant, rocm, f"{here}:{doc.count(chr(10), 0, at) + 1} marked default"
+    sentence = _WHEEL_SENTENCE.search(doc)
+    if not sentence:
+        return None
+    named = re.findall(r"ROCm (\d+\.\d+(?:\.\d+)?)", sentence.group(1))
+    if not named:
+        return None
+    rocm = max(named, key=lambda v: tuple(int(p) for p in v.split(".")))
+    line = doc.count("\n", 0, sentence.start()) + 1
+    shown = sentence.group(0).strip()
+    return "rocm" + rocm.replace(".", "").ljust(3, "0"), rocm, f"{here}:{line} {shown}"
+
+
 # --------------------------------------------------------------------------- assembling & CLI
 
 
@@ -1735,6 +1794,8 @@ def read_release(version: str, src: Source) -> dict[str, Any]:
     defaults, evidence = read_defaults(rd)
     tiers, tiers_where = read_batching_defaults(rd)
     semantics, sem_ev, messages = read_semantics(rd)
+    rocm, rocm_ev = read_rocm(src)
+    evidence.update(rocm_ev)
     evidence.update(flag_notes)
     evidence.update(sem_ev)
     evidence["batching_defaults"] = tiers_where
@@ -1746,6 +1807,7 @@ def read_release(version: str, src: Source) -> dict[str, Any]:
         "batching_defaults": tiers,
         "semantics": semantics,
         "messages": messages,
+        "rocm": rocm,
         "evidence": evidence,
     }
 

@@ -39,7 +39,7 @@ from gpufleet.errors import InputError, InputErrors
 from gpufleet.gpu.models import GPU_MODELS
 from gpufleet.settings import SETTINGS, message, unknown_setting_hint
 from gpufleet.vllm import flags as vllm_flags
-from gpufleet.vllm import knobs
+from gpufleet.vllm import knobs, versions
 from gpufleet.vllm.models import check_model_id, check_revision
 from gpufleet.vocabulary import (
     ArgWord,
@@ -127,7 +127,9 @@ class Fleet(_Strict):
     name: Label
     gpu: StrictStr = "mi300x"
     rocm_version: RocmVersion = "6.4.1"
-    vllm_version: VllmVersion = "0.11.0"
+    # Unset: the version the image's tag names, else the newest release gpufleet has read
+    # (the plan says which: vllm_version_unset).
+    vllm_version: VllmVersion = Field(default_factory=lambda: versions.newest())
     runtime: Literal["container", "venv"] = "container"
     container_engine: Literal["docker", "podman"] = "docker"
     image: ImageRef | None = None
@@ -146,6 +148,17 @@ class Fleet(_Strict):
         default_factory=dict, description="deploy knobs (group_data/all.py), e.g. mirror URLs"
     )
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)  # type: ignore[arg-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_from_image(cls, data: Any) -> Any:
+        """A fleet that names a vLLM image but no vllm_version is planned as the image's."""
+        if isinstance(data, dict) and data.get("vllm_version") is None:
+            image = data.get("image")
+            found = versions.vllm_version_of_image(image) if isinstance(image, str) else None
+            if found is not None:
+                data = {**data, "vllm_version": found}
+        return data
 
     @field_validator("gpu")
     @classmethod
@@ -229,6 +242,12 @@ class Inventory:
 
     def where(self, *path: str | int) -> str:
         return self.source.where(tuple(path))
+
+    @property
+    def vllm_version_set(self) -> bool:
+        """Whether the inventory itself names fleet.vllm_version (else it was derived)."""
+        fleet = self.source.data.get("fleet") if isinstance(self.source.data, dict) else None
+        return isinstance(fleet, dict) and fleet.get("vllm_version") is not None
 
     def service_where(self, host: str, index: int, key: str | int | None = None) -> str:
         path: Path_ = ("hosts", host, "services", index) + ((key,) if key is not None else ())

@@ -16,7 +16,7 @@ from gpufleet.errors import GpufleetError, InputError
 from gpufleet.gpu.models import GIB, gpu_model
 from gpufleet.inventory import Host, Inventory, Kind, Service
 from gpufleet.vllm import flags as vllm_flags
-from gpufleet.vllm import knobs
+from gpufleet.vllm import knobs, versions
 from gpufleet.vllm.memory import (
     Estimate,
     InstanceSpec,
@@ -26,6 +26,7 @@ from gpufleet.vllm.memory import (
     with_free_memory,
 )
 from gpufleet.vllm.models import ModelFacts, find_model, load_model_dir
+from gpufleet.vllm.releases import parse_version
 from gpufleet.vocabulary import image_parts
 
 TIGHT_FREE_BYTES = 2 * GIB  # less free than this on a GPU leaves no room for driver growth
@@ -209,7 +210,7 @@ def build_plan(inventory: Inventory, *, only_host: str | None = None) -> Plan:
                 planned, found = plan_host(inventory, name, host, models)
                 hosts.append(planned)
                 findings += found
-    return Plan(inventory, hosts, findings)
+    return Plan(inventory, hosts, release_findings(inventory) + findings)
 
 
 def plan_host(
@@ -255,13 +256,30 @@ def _plan_service(
         return planned, exposure
     key = (svc.model, svc.revision, svc.model_path)
     facts = models.get(key) or models.setdefault(key, resolve_model(inv, host, index, svc))
-    spec = instance_spec(inv, svc, facts, gpus)
+    spec = instance_spec(inv, host, svc, facts, gpus)
     est = estimate(spec)
     args = vllm_args(inv, svc, spec, bind)
     planned = PlannedService(
         host, svc, index, after, est.used_bytes, est, args, spec.model_len, bind
     )
-    return planned, _service_findings(inv, host, svc, spec, est) + exposure
+    found = _service_findings(inv, host, svc, spec, est) + _flag_findings(inv, host, svc, args)
+    return planned, found + exposure
+
+
+def _flag_findings(inv: Inventory, host: str, svc: Service, args: tuple[str, ...]
+                   ) -> list[Finding]:
+    """The unit's `vllm serve` words against the fleet's release: every flag must be one its
+    parser has, with a value among its choices (vLLM would refuse to start otherwise)."""
+    version = inv.fleet.vllm_version
+    if not versions.known(version):
+        return []
+    words = list(args[2:])  # after `serve MODEL`
+    gpu = svc.gpus[0] if len(svc.gpus) == 1 else None
+    own = len(words) - len(svc.extra_args)
+    return [Finding("error", "flag_not_in_release", p.message, host, gpu, svc.name,
+                    p.hint if p.index >= own else f"{p.hint} (a flag gpufleet renders for "
+                    f"kind {svc.kind.value}: use a release that has it)")
+            for p in vllm_flags.release_problems(words, versions.release(version))]
 
 
 def bind_address(inv: Inventory, host: str, svc: Service) -> str:
@@ -299,17 +317,19 @@ def resolve_model(inv: Inventory, host: str, index: int, svc: Service) -> ModelF
 
 
 def instance_spec(
-    inv: Inventory, svc: Service, facts: ModelFacts, gpus: list[PlannedGpu]
+    inv: Inventory, host: str, svc: Service, facts: ModelFacts, gpus: list[PlannedGpu]
 ) -> InstanceSpec:
     """The instance as it will start: its GPUs' total and what earlier services left free."""
     mine = [gpus[g] for g in svc.gpus]
     total = min(g.total_bytes for g in mine)
     free_before = min(g.free_bytes for g in mine)  # the tightest rank decides
+    vendor = gpu_model(_host_gpu(inv, host)).vendor
     spec = InstanceSpec(
         facts=facts,
         gpu_total_bytes=total,
         **knobs.spec_values(svc),
         vllm_version=inv.fleet.vllm_version,
+        platform="rocm" if vendor == "amd" else "cuda",
     )
     return with_free_memory(spec, free_before - baseline_bytes(spec))
 
@@ -388,7 +408,8 @@ def _service_findings(
         add(
             "warning",
             "default_batching",
-            f"profiling with vLLM's default batch (MI300X tier: 16384 tokens, 1024 seqs) takes "
+            f"profiling with vLLM's default batch ({spec.batching[0]} tokens, "
+            f"{spec.batching[1]} seqs for a {spec.gpu_total_bytes / GIB:.0f} GiB GPU) takes "
             f"{est.activation_bytes / GIB:.1f} GiB of a {est.budget_bytes / GIB:.1f} GiB budget",
             "set max_num_seqs and max_num_batched_tokens for small co-located models",
         )
@@ -408,6 +429,83 @@ def _service_findings(
 
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+# ---------------------------------------------------------------- the fleet's vLLM and ROCm
+
+
+def release_findings(inv: Inventory) -> list[Finding]:
+    """Whether the fleet's vLLM release is one gpufleet has read, matches its images, has a
+    ROCm build for the venv runtime and supports the hosts' ROCm."""
+    version = inv.fleet.vllm_version
+    release = versions.release(version)
+    out = _version_known_findings(inv, version, release)
+    out += _image_version_findings(inv, version)
+    amd = any(gpu_model(_host_gpu(inv, h)).vendor == "amd" for h in inv.hosts)
+    if amd and inv.fleet.runtime == "venv" and versions.known(version) and \
+            not release.wheel_variant:
+        out.append(Finding(
+            "error", "venv_without_rocm_wheel",
+            f"vLLM {version} publishes no ROCm wheel (its installation page names none): the "
+            "venv would get PyPI's CUDA build, which does not run on AMD GPUs",
+            hint="use runtime: container with vllm/vllm-openai-rocm, or vLLM >= 0.16"))
+    minimum = release.host_rocm_min if versions.known(version) else None
+    if amd and minimum and parse_version(inv.fleet.rocm_version) < parse_version(minimum):
+        out.append(Finding(
+            "warning", "rocm_pairing",
+            f"vLLM {release.version} supports ROCm {minimum} or above (its installation page); "
+            f"the hosts get ROCm {inv.fleet.rocm_version}",
+            hint=f"set fleet.rocm_version to {minimum} or later"))
+    return out
+
+
+def _version_known_findings(inv: Inventory, version: str,
+                            release: versions.Release) -> list[Finding]:
+    out = []
+    if not inv.vllm_version_set:
+        image = inv.fleet.image and versions.vllm_version_of_image(inv.fleet.image)
+        why = f"the tag of {inv.fleet.image}" if image else "the newest release gpufleet has read"
+        out.append(Finding(
+            "warning", "vllm_version_unset",
+            f"fleet.vllm_version is not set: planned for vLLM {version}, {why}",
+            hint="set fleet.vllm_version to the vLLM release the hosts run"))
+    if not versions.known(version):
+        out.append(Finding(
+            "warning", "vllm_version_unread",
+            f"vLLM {version} is older than the releases gpufleet has read from source "
+            f"({versions.supported()[0]}-{versions.newest()}): planned from its rows for old "
+            "releases, serve flags unchecked",
+            hint=f"use vLLM {versions.newest()} or another release gpufleet knows"))
+    elif not release.exact:
+        out.append(Finding(
+            "warning", "vllm_version_unread",
+            f"vLLM {version} is not among the releases gpufleet has read from source: planned "
+            f"as {release.version}, the nearest",
+            hint=f"read it: python tools/read_vllm_source.py --versions {version}, or use "
+            f"{release.version}"))
+    return out
+
+
+def _image_version_findings(inv: Inventory, version: str) -> list[Finding]:
+    """A vLLM image whose tag names another release than the plan's: its flags and memory
+    arithmetic would not be the ones planned."""
+    if inv.fleet.runtime != "container":
+        return []
+    out, seen = [], set()
+    images = [inv.fleet.image] + [s.image for h in inv.hosts.values() for s in h.services
+                                  if s.kind.runs_vllm]
+    for image in images:
+        tagged = image and versions.vllm_version_of_image(image)
+        if not tagged or image in seen or parse_version(tagged) == parse_version(version):
+            continue
+        seen.add(image)
+        out.append(Finding(
+            "error", "vllm_version_image",
+            f"the image {image} is vLLM {tagged} but the plan is for vLLM {version} "
+            "(fleet.vllm_version): flags and memory would not be the ones planned",
+            hint=f"set fleet.vllm_version: \"{tagged}\", or use the image of "
+            f"vLLM {version}"))
+    return out
 
 
 def _exposure_findings(inv: Inventory, host: str, svc: Service, bind: str) -> list[Finding]:

@@ -41,6 +41,7 @@ from gpufleet.vocabulary import (
     Requirement,
     RocmVersion,
     UnixName,
+    UrlTemplate,
     shown,
 )
 
@@ -82,6 +83,7 @@ TYPES: dict[str, Any] = {
     "gpufleet_venv_dir": HostPath,
     "gpufleet_pip_index_url": HttpUrl,
     "gpufleet_pip_extra_index_urls": list[HttpUrl],
+    "gpufleet_vllm_extra_index_urls": list[UrlTemplate],
     "gpufleet_pip_trusted_hosts": list[HostPort],
     "gpufleet_vllm_requirement": Requirement,
     "gpufleet_docling_venv_dir": HostPath,

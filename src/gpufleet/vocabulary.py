@@ -177,17 +177,33 @@ def check_http_url(value: str) -> str:
 
 _REQUIREMENT = re.compile(
     r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\[[A-Za-z0-9._,-]+\])?"
-    r"((==|>=|<=|~=|!=|<|>)[A-Za-z0-9.*+!_-]*(\{version\}[A-Za-z0-9.*+!_-]*)?"
+    r"((==|>=|<=|~=|!=|<|>)[A-Za-z0-9.*+!_-]*(\{(version|rocm_variant)\}[A-Za-z0-9.*+!_-]*)*"
     r"(,(==|>=|<=|~=|!=|<|>)[A-Za-z0-9.*+!_-]+)*)?"
 )
 
 
 def check_requirement(value: str) -> str:
     """A pip requirement `name[extras]==version` (comparisons joined by ','), no spaces or URLs;
-    `{version}` (the fleet's vllm_version) is the only placeholder."""
+    `{version}` (the fleet's vllm_version) and `{rocm_variant}` (its ROCm wheel build, e.g.
+    rocm700) are the only placeholders."""
     if len(value) > 256 or not _REQUIREMENT.fullmatch(value):
         raise ValueError("not a pip requirement such as vllm=={version} or huggingface-hub==0.34.4 "
                          "(name, optional [extras], comparisons; no spaces, URLs or other {...})")
+    return value
+
+
+URL_PLACEHOLDERS = ("{version}", "{rocm_variant}")
+
+
+def check_url_template(value: str) -> str:
+    """An http(s) URL (check_http_url) in which `{version}` and `{rocm_variant}` may stand for
+    the fleet's vLLM release and its ROCm wheel build."""
+    filled = value
+    for placeholder in URL_PLACEHOLDERS:
+        filled = filled.replace(placeholder, "x")
+    if "{" in filled or "}" in filled:
+        raise ValueError("only {version} and {rocm_variant} may be filled into this URL")
+    check_http_url(filled)
     return value
 
 
@@ -248,6 +264,7 @@ LocalDir = Annotated[StrictStr, AfterValidator(check_local_dir)]
 ControllerFile = Annotated[StrictStr, AfterValidator(check_controller_file)]
 UrlPath = Annotated[StrictStr, AfterValidator(check_url_path)]
 HttpUrl = Annotated[StrictStr, AfterValidator(check_http_url)]
+UrlTemplate = Annotated[StrictStr, AfterValidator(check_url_template)]
 Requirement = Annotated[StrictStr, AfterValidator(check_requirement)]
 ImageRef = Annotated[StrictStr, AfterValidator(check_image)]
 RocmVersion = Annotated[StrictStr, AfterValidator(check_rocm_version)]

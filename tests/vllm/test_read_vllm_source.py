@@ -565,7 +565,7 @@ def test_data_file_shape_and_determinism(path):
     assert data["source"]["file"] == f"vllm-{path.stem}.tar.gz"
     assert len(data["source"]["sha256"]) == 64
     assert set(data) == {"version", "source", "serve_flags", "defaults", "batching_defaults",
-                         "semantics", "messages", "evidence"}
+                         "semantics", "messages", "rocm", "evidence"}
     flags = data["serve_flags"]
     assert flags["--max-model-len"]["type"] == "human_int"
     assert flags["--gpu-memory-utilization"]["type"] == "float"
@@ -604,3 +604,20 @@ def test_known_version_history(path):
     # MI300X (191.98 GiB) falls in the largest tier where it exists
     server = data["batching_defaults"][0]
     assert server["max_num_batched_tokens"] == (16384 if version >= (0, 28) else 8192)
+
+
+def test_rocm_facts_from_the_dockerfile_and_the_installation_page():
+    docker = "ARG BASE_IMAGE=rocm/dev-ubuntu-22.04:7.2.1-complete\nFROM x\n"
+    page = ("vLLM supports AMD GPUs with ROCm 6.3 or above. Pre-built wheels are available for "
+            "ROCm 7.0 and ROCm 7.2.1.\n\n| `rocm700` | 3.12 | 7.0 | >= 2.35 | `0.14.0` to "
+            "`0.18.0` |\n")
+    src = rvs.Source("vllm-0.22.1.tar.gz", "0" * 64, {rvs.ROCM_FILES[0]: docker,
+                                                       rvs.ROCM_FILES[1]: page})
+    facts, evidence = rvs.read_rocm(src)
+    assert facts == {"image_rocm": "7.2.1", "wheel_variant": "rocm721", "wheel_rocm": "7.2.1",
+                     "host_rocm_min": "6.3"}
+    assert evidence["rocm.image_rocm"].startswith("docker/Dockerfile.rocm_base:1 ")
+    page += "| `rocm100` | 3.12 | 10.0 | >= 2.35 | Nightly releases (default) |\n"
+    src.texts[rvs.ROCM_FILES[1]] = page
+    assert rvs.read_rocm(src)[0]["wheel_variant"] == "rocm100"
+    assert rvs.read_rocm(rvs.Source("w.whl", "0" * 64, {}))[0]["image_rocm"] is None

@@ -37,6 +37,7 @@ def settings(lab: Lab) -> dict[str, Any]:
         "gpufleet_pip_trusted_hosts": [lab.config.bridge_ip],
         # the double's wheel carries a local version, as ROCm wheels do (+rocm700)
         "gpufleet_vllm_requirement": "vllm=={version}+testdouble",
+        "gpufleet_vllm_extra_index_urls": [],  # the mirror serves the double, not vLLM's wheels
         "gpufleet_weights_download": False,  # no hub here; the double loads no weights
         "gpufleet_unit_read_write_paths": ["/run/fakegpu"],  # the emulated driver's state
     }

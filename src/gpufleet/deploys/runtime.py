@@ -10,6 +10,7 @@ from gpufleet.deploys import operations as ops
 from gpufleet.deploys.account import service_user
 from gpufleet.deploys.settings import defaults, setting
 from gpufleet.deploys.target import HostTarget
+from gpufleet.deploys.wanted import vllm_words
 from gpufleet.inventory import Kind
 
 
@@ -51,24 +52,30 @@ def containers(target: HostTarget) -> None:
                             image=image)
 
 
-def pip_index_args() -> str:
+def pip_index_args(extra: tuple[str, ...] = ()) -> str:
     args = [f"--index-url {setting('gpufleet_pip_index_url')}"]
-    args += [f"--extra-index-url {url}" for url in setting("gpufleet_pip_extra_index_urls")]
+    urls = [*setting("gpufleet_pip_extra_index_urls"), *extra]
+    args += [f"--extra-index-url {url}" for url in urls]
     args += [f"--trusted-host {h}" for h in setting("gpufleet_pip_trusted_hosts")]
     return " ".join(args)
 
 
-def python_venv(path: str, requirement: str, what: str) -> None:
+def python_venv(path: str, requirement: str, what: str, extra: tuple[str, ...] = ()) -> None:
     """A venv at `path` with one pinned requirement, installed from the configured index."""
     ops.debs(name="Ensure Python's venv module is installed.", packages=["python3-venv"])
     pip.venv(name=f"Ensure the {what} virtualenv exists.", path=path, python="python3")
     ops.venv_requirement(name=f"Ensure {requirement} is installed in the {what} virtualenv.",
-                         venv=path, requirement=requirement, index_args=pip_index_args())
+                         venv=path, requirement=requirement, index_args=pip_index_args(extra))
 
 
 def vllm_venv(target: HostTarget) -> None:
-    requirement = setting("gpufleet_vllm_requirement").format(version=target.fleet.vllm_version)
-    python_venv(setting("gpufleet_venv_dir"), requirement, "vLLM")
+    words = vllm_words(target.fleet.vllm_version)
+    if "{rocm_variant}" in setting("gpufleet_vllm_requirement") and not words["rocm_variant"]:
+        raise DeployError(f"{target.name}: vLLM {words['version']} publishes no ROCm wheel (the "
+                          "plan says so: venv_without_rocm_wheel); use runtime: container")
+    requirement = setting("gpufleet_vllm_requirement").format(**words)
+    extra = tuple(url.format(**words) for url in setting("gpufleet_vllm_extra_index_urls"))
+    python_venv(setting("gpufleet_venv_dir"), requirement, "vLLM", extra)
     if any(p.service.kind is Kind.DOCLING for p in target.services):
         python_venv(setting("gpufleet_docling_venv_dir"),
                     setting("gpufleet_docling_requirement"), "docling-serve")

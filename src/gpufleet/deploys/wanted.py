@@ -15,6 +15,7 @@ from typing import Any
 from gpufleet.deploys.target import HostTarget, ModelPull
 from gpufleet.host.layout import TARGET, UNIT_DIR, unit_name
 from gpufleet.inventory import Kind, marker_file, token_file
+from gpufleet.vllm import versions
 
 Settings = Mapping[str, Any]
 PIN_FILE = "/etc/apt/preferences.d/rocm-pin-600"
@@ -176,12 +177,18 @@ def runtime(target: HostTarget, settings: Settings) -> StepWanted:
         want.images += images(target)
         return want
     want.debs.append("python3-venv")
-    requirement = settings["gpufleet_vllm_requirement"].format(version=target.fleet.vllm_version)
+    requirement = settings["gpufleet_vllm_requirement"].format(
+        **vllm_words(target.fleet.vllm_version))
     want.venvs.append(venv(settings["gpufleet_venv_dir"], requirement))
     if any(p.service.kind is Kind.DOCLING for p in target.services):
         want.venvs.append(venv(settings["gpufleet_docling_venv_dir"],
                                settings["gpufleet_docling_requirement"]))
     return want
+
+
+def vllm_words(version: str) -> dict[str, str]:
+    """What {version} and {rocm_variant} stand for in the vLLM venv's settings."""
+    return {"version": version, "rocm_variant": versions.release(version).wheel_variant or ""}
 
 
 def images(target: HostTarget) -> list[str]:

@@ -5,12 +5,11 @@ input error naming the nearest known ones (vLLM would only say so at startup, af
 and a flag the plan decides (utilization, lengths, parallelism, host and port, ...) is an error
 pointing at the inventory key to set instead, so the plan stays the single source of truth.
 
-The table is static. It holds every flag of the lab's vLLM test double
-(lab/src/gpufleet_lab/vllm_double/vllm/args.py, which mirrors vLLM's own parser) plus the other
-flags of `vllm serve --help` for the 0.9-0.19 releases; the product never imports the lab.
-Spelling follows vLLM's FlexibleArgumentParser: `--max_model_len` is `--max-model-len`,
-`--flag=value` is `--flag value`, boolean flags also have a `--no-` form, and JSON-valued
-flags take dotted sub-keys (`--compilation-config.level 3`, `-O3`).
+The table is every flag of every release read from vLLM's own source (gpufleet.vllm.versions:
+data/releases/*.json); whether the fleet's release has a flag is the plan's check
+(`missing_in_release`). Spelling follows vLLM's FlexibleArgumentParser: `--max_model_len` is
+`--max-model-len`, `--flag=value` is `--flag value`, boolean flags also have a `--no-` form,
+JSON-valued flags take dotted sub-keys (`--compilation-config.level 3`) and `-O3` is `-O 3`.
 """
 
 from __future__ import annotations
@@ -20,90 +19,26 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gpufleet.vllm import knobs
+from gpufleet.vllm import knobs, versions
 
 BOOL, VALUE, MANY, JSON = "bool", "value", "many", "json"  # how a flag takes its arguments
 
-_FLAGS: dict[str, str] = {}
-_SHORT: dict[str, str] = {}  # short or alternative spelling -> canonical long flag
+
+def _table() -> tuple[dict[str, str], dict[str, str]]:
+    """(canonical flag -> arity, short or alternative spelling -> canonical) over all releases
+    read; where releases differ, the newest wins."""
+    arity: dict[str, str] = {}
+    short: dict[str, str] = {}
+    for version in versions.supported():
+        release = versions.release(version)
+        for name, flag in release.serve_flags.items():
+            arity[name] = flag["arity"]
+        short.update(release.aliases)
+    return arity, short
 
 
-def _add(arity: str, names: str) -> None:
-    for name in names.split():
-        flag, *aliases = name.split("|")
-        _FLAGS[flag] = arity
-        for alias in aliases:
-            _SHORT[alias] = flag
+FLAGS, SHORT = _table()  # canonical `--flag` -> BOOL | VALUE | MANY | JSON; `-tp` -> flag
 
-
-# ---------------------------------------------------------------- the table
-
-# API server (frontend)
-_add(VALUE, """--host --port --uds --uvicorn-log-level --api-key --chat-template
-    --chat-template-content-format --response-role --ssl-keyfile --ssl-certfile --ssl-ca-certs
-    --ssl-cert-reqs --root-path --tool-call-parser --tool-parser-plugin --tool-server
-    --log-config-file --max-log-len --h11-max-incomplete-event-size --h11-max-header-count
-    --api-server-count|-asc --config --reasoning-parser --middleware --default-chat-template-kwargs
-    --allowed-origins --allowed-methods --allowed-headers""")
-_add(MANY, "--served-model-name --lora-modules")
-_add(BOOL, """--disable-uvicorn-access-log --disable-log-requests --enable-log-requests
-    --disable-log-stats --enable-auto-tool-choice --exclude-tools-when-tool-choice-none
-    --allow-credentials --return-tokens-as-token-ids --disable-frontend-multiprocessing
-    --enable-request-id-headers --disable-fastapi-docs --enable-prompt-tokens-details
-    --enable-server-load-tracking --enable-force-include-usage --enable-tokenizer-info-endpoint
-    --enable-log-outputs --log-error-stack --headless --enable-ssl-refresh
-    --trust-request-chat-template""")
-# model
-_add(VALUE, """--model --revision --tokenizer --tokenizer-mode --config-format --load-format
-    --download-dir --dtype --quantization|-q --max-model-len --task --runner --convert
-    --generation-config --seed --hf-config-path --allowed-local-media-path --code-revision
-    --rope-theta --tokenizer-revision --max-logprobs --logprobs-mode --hf-token
-    --logits-processor-pattern --model-impl --override-attention-dtype --io-processor-plugin
-    --max-seq-len-to-capture --mm-processor-cache-gb --mm-processor-cache-type
-    --mm-shm-cache-max-object-size-mb --mm-encoder-tp-mode --video-pruning-rate
-    --safetensors-load-strategy --pt-load-map-location --guided-decoding-backend""")
-_add(MANY, "--allowed-media-domains --logits-processors --ignore-patterns")
-_add(JSON, """--limit-mm-per-prompt --hf-overrides --override-pooler-config|--pooler-config
-    --rope-scaling --override-generation-config --mm-processor-kwargs --media-io-kwargs
-    --model-loader-extra-config --structured-outputs-config --speculative-config
-    --kv-transfer-config --kv-events-config --compilation-config|-O --additional-config
-    --eplb-config --default-mm-loras""")
-_add(BOOL, """--trust-remote-code --enforce-eager --disable-sliding-window --disable-cascade-attn
-    --skip-tokenizer-init --enable-prompt-embeds --enable-sleep-mode
-    --disable-mm-preprocessor-cache --interleave-mm-strings --skip-mm-profiling --use-tqdm-on-load
-    --guided-decoding-disable-fallback --guided-decoding-disable-any-whitespace
-    --guided-decoding-disable-additional-properties --enable-reasoning""")
-# parallelism
-_add(VALUE, """--tensor-parallel-size|-tp --pipeline-parallel-size|-pp --data-parallel-size|-dp
-    --decode-context-parallel-size|-dcp --data-parallel-rank|-dpn --data-parallel-start-rank|-dpr
-    --data-parallel-size-local|-dpl --data-parallel-address|-dpa --data-parallel-rpc-port|-dpp
-    --data-parallel-backend|-dpb --distributed-executor-backend --dbo-decode-token-threshold
-    --dbo-prefill-token-threshold --num-redundant-experts --eplb-window-size --eplb-step-interval
-    --expert-placement-strategy --max-parallel-loading-workers --worker-cls
-    --worker-extension-cls""")
-_add(BOOL, """--enable-expert-parallel --data-parallel-hybrid-lb --enable-dbo --enable-eplb
-    --eplb-log-balancedness --ray-workers-use-nsight --disable-custom-all-reduce
-    --enable-multimodal-encoder-data-parallel""")
-# cache
-_add(VALUE, """--gpu-memory-utilization --kv-cache-memory-bytes|--kv-cache-memory --kv-cache-dtype
-    --block-size --swap-space --num-gpu-blocks-override --prefix-caching-hash-algo
-    --cpu-offload-gb --mamba-cache-dtype --mamba-ssm-cache-dtype --attention-backend""")
-_add(BOOL, "--enable-prefix-caching --calculate-kv-scales --kv-sharing-fast-prefill")
-# LoRA, observability
-_add(VALUE, """--max-loras --max-lora-rank --lora-extra-vocab-size --lora-dtype --max-cpu-loras
-    --show-hidden-metrics-for-version --otlp-traces-endpoint""")
-_add(MANY, "--collect-detailed-traces")
-_add(BOOL, "--enable-lora --enable-lora-bias --fully-sharded-loras")
-# scheduler
-_add(VALUE, """--max-num-seqs --max-num-batched-tokens --max-num-partial-prefills
-    --max-long-partial-prefills --long-prefill-token-threshold --num-lookahead-slots
-    --scheduling-policy --scheduler-cls --max-cudagraph-capture-size --device""")
-_add(MANY, "--cuda-graph-sizes")
-_add(BOOL, """--enable-chunked-prefill --disable-chunked-mm-input --disable-hybrid-kv-cache-manager
-    --async-scheduling""")
-
-FLAGS: dict[str, str] = dict(_FLAGS)  # canonical `--flag` -> BOOL | VALUE | MANY | JSON
-SHORT: dict[str, str] = dict(_SHORT)  # `-tp`, `--kv-cache-memory`, ... -> canonical flag
 
 # Flags the plan decides: each names what to set in the inventory instead.
 PLANNED: dict[str, str] = {
@@ -162,8 +97,10 @@ def canonical(word: str) -> tuple[str, str | None, bool] | None:
     head, eq, value = word.partition("=")
     attached = value if eq else None
     if not head.startswith("--"):
-        if head.startswith("-O") and head not in SHORT and len(head) > 2:  # -O3, -O.level=3
-            return "--compilation-config", word[2:], False
+        if head.startswith("-O.") and head not in SHORT:  # -O.level=3: compilation config
+            return "--compilation-config", word[3:], False
+        if head.startswith("-O") and head not in SHORT and len(head) > 2:  # -O3 is -O 3
+            return SHORT.get("-O", "--compilation-config"), word[2:], False
         name = SHORT.get(head)
         return (name, attached, False) if name else None
     name = "--" + head[2:].replace("_", "-")
@@ -177,7 +114,18 @@ def canonical(word: str) -> tuple[str, str | None, bool] | None:
         positive = SHORT.get("--" + name[5:], "--" + name[5:])
         if FLAGS.get(positive) == BOOL:
             return positive, attached, True
-    return None
+    whole = abbreviated(name)
+    return (whole, attached, False) if whole else None
+
+
+def abbreviated(name: str, flags: Iterable[str] | None = None) -> str | None:
+    """argparse (and so vLLM) takes an unambiguous prefix of a long flag for the flag:
+    `--kv-cache-memory` is `--kv-cache-memory-bytes`."""
+    known = list(FLAGS if flags is None else flags)
+    if name in known:
+        return name
+    matches = [flag for flag in known if flag.startswith(name)]
+    return matches[0] if len(name) > 3 and len(matches) == 1 else None
 
 
 def nearest(word: str, n: int = 3) -> list[str]:
@@ -265,3 +213,48 @@ def value_of(words: Iterable[str], name: str) -> str | None:
         if flag.name == name:
             found = flag.values[-1] if flag.values else ""
     return found
+
+
+def release_problems(words: Sequence[str], release: versions.Release) -> list[FlagProblem]:
+    """What one release's own parser would refuse in well-formed `vllm serve` words: flags it
+    lacks and values outside a flag's choices (read from that release's source)."""
+    flags, _ = parse(words)
+    problems = []
+    for flag in flags:
+        word = words[flag.index]
+        name = _release_name(word, release)
+        if name is None:
+            close = difflib.get_close_matches(word.partition("=")[0], release.serve_flags, n=3)
+            problems.append(FlagProblem(
+                flag.index, f"vLLM {release.version} has no {word.partition('=')[0]} flag "
+                "(its serve parser, read from its source)",
+                f"did you mean {', '.join(close)}?" if close else "remove it, or use a vLLM "
+                "release that has it (fleet.vllm_version)"))
+            continue
+        choices = release.serve_flags.get(name, {}).get("choices")
+        bad = [v for v in flag.values if choices and v not in [str(c) for c in choices]]
+        if bad:
+            problems.append(FlagProblem(
+                flag.index, f"vLLM {release.version}'s {name} takes "
+                f"{', '.join(map(str, choices or []))}, not {bad[0]!r}",
+                "pick one of its choices"))
+    return problems
+
+
+def _release_name(word: str, release: versions.Release) -> str | None:
+    """The flag a word is in this release (its own aliases, prefixes and forms), or None."""
+    head = word.partition("=")[0]
+    if not head.startswith("--"):
+        if head.startswith("-O") and "-O" in release.aliases:
+            return release.aliases["-O"]
+        return release.aliases.get(head)
+    head = "--" + head[2:].replace("_", "-")
+    names = [*release.serve_flags, *release.aliases]
+    base = head.split(".", 1)[0]
+    for candidate in (head, base, "--" + head[5:] if head.startswith("--no-") else None):
+        if candidate is None:
+            continue
+        whole = abbreviated(candidate, names)
+        if whole is not None:
+            return release.aliases.get(whole, whole)
+    return None

@@ -36,7 +36,8 @@ SERVING_DTYPES = ("auto", "float32", "float", "bfloat16", "float16", "half")
 KV_CACHE_DTYPES = ("auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc")
 ONLINE_QUANTIZATION = ("fp8",)  # vLLM quantizes a 16-bit checkpoint on the fly only to fp8
 VOCAB_PADDING = 64  # vLLM pads vocab-parallel embedding / lm head rows to a multiple of this
-_GEMMA = ("gemma", "gemma2", "gemma3", "gemma3_text", "gemma4", "gemma4_text")
+_GEMMA = ("gemma", "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text", "gemma4",
+          "gemma4_text")
 _TIED_BY_DEFAULT = (*_GEMMA, "opt", "whisper")  # PretrainedConfig default when the key is absent
 _SLIDING_PATTERN_DEFAULT = {"gemma2": 2, "gemma3": 6, "gemma3_text": 6}
 _ENCODERS = ("bert", "roberta", "xlm-roberta", "xlm_roberta")
@@ -64,7 +65,7 @@ _MAY_BE_ZERO = {
     "index_n_heads", "index_head_dim", "max_window_layers", "first_k_dense_replace",
     "n_shared_experts", "shared_expert_intermediate_size", "q_lora_rank", "type_vocab_size",
     "sliding_window_pattern", "n_routed_experts", "num_experts", "num_local_experts",
-    "group_size",
+    "group_size", "num_kv_shared_layers", "hidden_size_per_layer_input",
 }  # fmt: skip
 
 
@@ -165,10 +166,14 @@ class ParamSplit:
     linear: int = 0  # attention, dense MLP, shared experts, vision tower: split 1/tp
     experts: int = 0  # routed MoE experts: split 1/tp (mxfp4 quantizes only these)
     small: int = 0  # norms, biases, routers, position tables: replicated, 16-bit
+    # Gemma-3n / Gemma-4 "E" per-layer input embeddings (embed_tokens_per_layer, vocab x layers x
+    # hidden_size_per_layer_input): a vocab-parallel table like `embedding` (16-bit, 1/tp), but
+    # its own rows (vocab_size_per_layer_input), so it is kept apart from the token table
+    layer_embedding: int = 0
 
     @property
     def total(self) -> int:
-        return self.embedding + self.linear + self.experts + self.small
+        return self.embedding + self.linear + self.experts + self.small + self.layer_embedding
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,9 @@ class ModelFacts:
     head_dim_v: int  # V head size (MLA: 0)
     hidden_size: int
     vocab_size: int
+    # vLLM's derived maximum model length (`_get_and_verify_max_len`): the smallest of the
+    # position keys, times the rope-scaling factor (`derived_max_model_len`); a max_model_len
+    # above it is refused at config time. None: no key (vLLM then assumes 2048)
     max_position_embeddings: int | None
     torch_dtype: str | None
     is_mla: bool
@@ -202,6 +210,13 @@ class ModelFacts:
     quant_bytes_per_param: tuple[float, float] | None = None  # (linear, experts) of the checkpoint
     kv_caveat: str | None = None  # why the KV numbers are only a bound for this architecture
     encoder_tokens: int | None = None  # encoder-decoder: cross-attention KV per request (frames)
+    # vLLM's default max_model_len when it differs from the derived limit above (longrope:
+    # original_max_position_embeddings); None: the limit (max_position_embeddings) is the default
+    default_max_model_len: int | None = None
+    # (MoE layers, experts, hidden, intermediate) of routed experts, for the kernel padding of
+    # mxfp4 experts (`mxfp4_padding_bytes`); None for dense models
+    moe_shape: tuple[int, int, int, int] | None = None
+    per_layer_vocab: int | None = None  # rows of the per-layer embedding table (vocab padding)
 
     def kv_bytes_per_token_layer(self, tp: int, kv_bytes: int) -> int:
         """KV bytes of one token in one full-attention layer on one TP rank."""
@@ -253,20 +268,45 @@ class ModelFacts:
         return round(self.checkpoint_bytes * self.dtype_bytes(dtype) / stored)
 
     def weight_bytes_per_rank(
-        self, tp: int, pp: int, dtype: str | None = "auto", quantization: str | None = None
-    ) -> int:
+        self, tp: int, pp: int, dtype: str | None = "auto", quantization: str | None = None,
+        platform: str = "rocm", vllm_version: str | None = None,
+    ) -> int:  # fmt: skip
         """Weight bytes on the fullest rank of a tp x pp group.
 
         Approximation: linears and experts split 1/tp; embedding and lm head are vocab-parallel
         (rows padded to 64, then 1/tp); norms and routers are replicated; pp gives each stage
         ceil(layers/pp) layers plus one vocab table (the vision tower is spread like layers);
         replicated KV-head projections when tp > kv heads are ignored (they are small).
+        mxfp4 experts are padded to the MoE kernel's alignment (`mxfp4_padding_bytes`), which
+        depends on the platform and the vLLM release (None: the newest rule).
         """
         _check_parallel(tp, pp)
         per_param = self._bytes_per_param(dtype, quantization)
         total = self.weight_bytes(dtype, quantization)
         rank_share = _dot(self._rank_split(tp, pp), per_param) / _dot(self._split(), per_param)
-        return math.ceil(total * rank_share)
+        padding = self.mxfp4_padding_bytes(tp, pp, platform, vllm_version)
+        return math.ceil(total * rank_share) + padding
+
+    def mxfp4_padding_bytes(
+        self, tp: int, pp: int = 1, platform: str = "rocm", vllm_version: str | None = None
+    ) -> int:
+        """Extra bytes per rank from vLLM padding mxfp4 expert weights for its MoE kernels.
+
+        vLLM allocates w13 (2 x intermediate x hidden) and w2 (hidden x intermediate) of every
+        expert with hidden rounded up and intermediate_size // tp rounded up
+        (`mxfp4_round_up_hidden_size_and_intermediate_size`, `mxfp4_alignment`); the checkpoint
+        holds the unpadded shapes. 0 for anything but an mxfp4 checkpoint with known MoE shape.
+        """
+        _check_parallel(tp, pp)
+        if self.checkpoint_quantization != "mxfp4" or self.moe_shape is None:
+            return 0
+        layers, experts, hidden, inter = self.moe_shape
+        align_h, align_i = mxfp4_alignment(platform, vllm_version)
+        part = inter // tp
+        padded = _round_up(hidden, align_h) * _round_up(part, align_i)
+        layers_rank = math.ceil(layers / pp)
+        extra = layers_rank * experts * 3 * (padded - hidden * part)
+        return math.ceil(extra * _FP4_WITH_SCALE)
 
     def _split(self) -> ParamSplit:
         return self.params or ParamSplit(linear=self.param_count)
@@ -280,11 +320,17 @@ class ModelFacts:
         held = round(split.embedding / max(self.vocab_size * self.hidden_size, 1))
         tables = 1 if pp > 1 else max(held, 1)
         rows = math.ceil(math.ceil(self.vocab_size / VOCAB_PADDING) * VOCAB_PADDING / tp)
+        per_layer = 0  # the first stage holds the whole per-layer table (fullest rank)
+        if split.layer_embedding:
+            plv = self.per_layer_vocab or self.vocab_size
+            ple_rows = math.ceil(math.ceil(plv / VOCAB_PADDING) * VOCAB_PADDING / tp)
+            per_layer = ple_rows * (split.layer_embedding // plv)
         return ParamSplit(
             embedding=tables * rows * self.hidden_size if split.embedding else 0,
             linear=math.ceil(split.linear * layer_share / tp),
             experts=math.ceil(split.experts * layer_share / tp),
             small=split.small,
+            layer_embedding=per_layer,
         )
 
     def _quantized_online(self, quantization: str | None) -> bool:
@@ -328,9 +374,51 @@ class ModelFacts:
 def _dot(split: ParamSplit, per_param: tuple[float, float, float, float]) -> float:
     embedding, linear, experts, small = per_param  # no zip(strict=): the double runs on 3.9
     return (
-        split.embedding * embedding + split.linear * linear + split.experts * experts
-        + split.small * small
+        (split.embedding + split.layer_embedding) * embedding + split.linear * linear
+        + split.experts * experts + split.small * small
     )  # fmt: skip
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _version_key(version: str | None) -> tuple[int, ...]:
+    """(major, minor, patch) of '0.10.1.1', 'v0.19.0', '0.11.0rc1'; newest for None."""
+    if version is None:
+        return (1 << 30,)
+    parts = re.findall(r"\d+", version.split("+")[0])[:3]
+    return tuple(int(p) for p in parts) if parts else (1 << 30,)
+
+
+# (first release, hidden alignment, intermediate-per-partition alignment) of vLLM's mxfp4 MoE
+# padding on ROCm for MI300X (gfx942) and gpt-oss's swigluoai activation, read from each
+# release's quantization/mxfp4.py (<= 0.18) or fused_moe/oracle/mxfp4.py (>= 0.19):
+#   0.10.1.1 `elif current_platform.is_rocm()`: intermediate round_up 128, hidden kept
+#   0.10.2 both 128; 0.11.0 both 256; 0.11.2-0.18.1 both get_padding_alignment() = 128 unless
+#   gfx950 (MI355X: 256); 0.19.0-0.34.0 both 256 (0.28+ keep 256 unless an AITER/Triton path
+#   runs a SiLU/SiTU model, which gpt-oss is not). 0.11.1 was not read (taken as 0.11.0).
+MXFP4_ROCM_ALIGNMENT: tuple[tuple[str, int, int], ...] = (
+    ("0.0.0", 1, 128), ("0.10.2", 128, 128), ("0.11.0", 256, 256), ("0.11.2", 128, 128),
+    ("0.19.0", 256, 256),
+)  # fmt: skip
+# CUDA (A100 / H100): the Marlin backend rounds intermediate to 128 and hidden to 256 (source,
+# all releases read); the Triton backend on Hopper pads in triton_kernels' swizzle, and the
+# public logs fit the same rule (gpt-oss-20b 13.64 GiB TP1 / 7.01 TP2 at 0.19.0, 120b 64.38-65.97).
+# FlashInfer/TRT-LLM backends (Blackwell) align both to 128 or 256: not modelled.
+MXFP4_CUDA_ALIGNMENT = (256, 128)
+
+
+def mxfp4_alignment(platform: str = "rocm", vllm_version: str | None = None) -> tuple[int, int]:
+    """(hidden, intermediate-per-partition) multiples vLLM pads mxfp4 experts to."""
+    if platform != "rocm":
+        return MXFP4_CUDA_ALIGNMENT
+    key = _version_key(vllm_version)
+    hidden, inter = MXFP4_ROCM_ALIGNMENT[0][1:]
+    for first, h, i in MXFP4_ROCM_ALIGNMENT:
+        if key >= _version_key(first):
+            hidden, inter = h, i
+    return hidden, inter
 
 
 def _check_parallel(tp: int, pp: int) -> None:
@@ -497,7 +585,9 @@ def _gqa_attention(c: _Config, layer: int) -> tuple[int, int]:
     types = c.layer_types(c.int("num_hidden_layers")) if c.get("global_head_dim") else None
     if types is not None and types[layer] == "full_attention":
         hd, kv = c.int("global_head_dim"), c.int("num_global_key_value_heads", kv)
-        v_heads = 0 if c.get("attention_k_eq_v") else kv  # K doubles as V: no v_proj
+        # attention_k_eq_v: the checkpoint has no v_proj, but vLLM's QKVParallelLinear still
+        # allocates the V slot and loads K into it (gemma4.py Gemma4Attention), so it counts
+        v_heads = kv
     q, k, v = heads * hd, kv * hd, v_heads * hd
     bias = q + k + v if c.model_type.startswith("qwen2") else 0  # Qwen2 q/k/v carry biases
     return h * (q + k + v) + q * h, bias
@@ -538,13 +628,63 @@ def _mlp(c: _Config, layer: int) -> tuple[int, int, int]:
         raise InputError(f"key 'mlp_only_layers' must be a list, not {_shown(only)}",
                          where=c.where)  # fmt: skip
     if not experts or not moe_layer or layer in only:
-        return _gated_mlp(h, c.int("intermediate_size")), 0, 0
+        return _gated_mlp(h, _layer_intermediate(c, layer)), 0, 0
     inter = c.int("moe_intermediate_size", dense)
     shared = c.int("n_shared_experts", 0) * _gated_mlp(h, inter)
     shared += _gated_mlp(h, c.int("shared_expert_intermediate_size", 0))
     if c.get("enable_moe_block"):  # Gemma-4 runs a dense MLP beside the experts
         shared += _gated_mlp(h, c.int("intermediate_size"))
     return shared, experts * _gated_mlp(h, inter), h * experts  # router is replicated
+
+
+def _layer_intermediate(c: _Config, layer: int) -> int:
+    """The dense MLP width of one layer: Gemma-3n lists one per layer; Gemma-4 E2B doubles it
+    on the KV-shared layers with use_double_wide_mlp (gemma4.py Gemma4DecoderLayer)."""
+    sizes = c.get("intermediate_size")
+    if isinstance(sizes, list):
+        if len(sizes) <= layer:
+            raise InputError(
+                f"key 'intermediate_size' lists {len(sizes)} sizes for "
+                f"{c.int('num_hidden_layers')} layers",
+                where=c.where,
+            )
+        return c._checked("intermediate_size", sizes[layer])
+    inter = c.int("intermediate_size")
+    shared = c.int("num_kv_shared_layers", 0)
+    first_shared = c.int("num_hidden_layers") - shared
+    if c.get("use_double_wide_mlp") and shared and layer >= first_shared > 0:
+        return 2 * inter
+    return inter
+
+
+def _per_layer_inputs(c: _Config) -> tuple[int, int, int]:
+    """(table, linear, small) params of Gemma-3n / Gemma-4 "E" per-layer input embeddings
+    (vLLM gemma3n.py / gemma4.py): the table embed_tokens_per_layer (vocab_size_per_layer_input
+    x layers x hidden_size_per_layer_input, vocab-parallel), per_layer_model_projection (hidden
+    -> layers x per-layer width, column-parallel) and its norm, and in every layer a replicated
+    per_layer_input_gate (hidden -> width) and per_layer_projection (width -> hidden) with a
+    norm. Replicated linears are counted as `small` (every rank holds them). 0 without PLE."""
+    width = c.opt_int("hidden_size_per_layer_input")
+    if not width:
+        return 0, 0, 0
+    h, layers = c.int("hidden_size"), c.int("num_hidden_layers")
+    vocab = c.int("vocab_size_per_layer_input", c.int("vocab_size"))
+    table = vocab * layers * width
+    return table, h * layers * width, width + layers * (2 * h * width + h)
+
+
+def _altup_laurel(c: _Config) -> tuple[int, int]:
+    """(linear, small) of Gemma-3n's AltUp and LAuReL blocks (vLLM gemma3n.py): altup_projections
+    and altup_unembed_projections ((n - 1) x hidden x hidden each, column-parallel), per layer a
+    LAuReL low-rank pair (hidden x laurel_rank x 2) + norm, and the AltUp coefficient/router
+    tensors (replicated). 0 for other models."""
+    if not c.model_type.startswith("gemma3n"):
+        return 0, 0
+    h, layers = c.int("hidden_size"), c.int("num_hidden_layers")
+    n, rank = c.int("altup_num_inputs", 4), c.int("laurel_rank", 64)
+    linear = 2 * (n - 1) * h * h + layers * 2 * h * rank
+    small = layers * (n * n + n * n * n + h * n + h + h + h)  # coefs, router + norm, scale, norm
+    return linear, small
 
 
 def _vision_tower(c: _Config) -> tuple[int, int]:
@@ -575,8 +715,13 @@ def _decoder_split(c: _Config, family: str) -> ParamSplit:
         experts += m_experts
         small += a_small + m_small + norms * h
     v_linear, v_small = _vision_tower(c)
+    ple_table, ple_linear, ple_small = _per_layer_inputs(c)
+    a_linear, a_small = _altup_laurel(c)
     tables = 1 if _tied(c) else 2
-    return ParamSplit(tables * c.int("vocab_size") * h, linear + v_linear, experts, small + v_small)
+    return ParamSplit(
+        tables * c.int("vocab_size") * h, linear + v_linear + ple_linear + a_linear, experts,
+        small + v_small + ple_small + a_small, ple_table,
+    )  # fmt: skip
 
 
 def _plain_decoder_split(c: _Config) -> ParamSplit:
@@ -663,6 +808,100 @@ def _bits(q: _Config, key: str, default: int) -> int:
     return bits
 
 
+# ---------------------------------------------------------------- maximum model length
+
+# vLLM's ModelArchConfigConvertor.derive_max_model_len_and_key: the smallest of these keys
+_MAX_LEN_KEYS = (
+    "max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+    "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len",
+)  # fmt: skip
+_ROPE_UNSCALED = ("su", "longrope", "llama3")  # the limit is not multiplied for these
+
+
+def derived_max_model_len(config: dict[str, Any], where: str = "config.json") -> int | None:
+    """vLLM's derived maximum model length of a config.json (text part), or None without any
+    length key (vLLM then assumes 2048).
+
+    Follows vllm/config/model.py `_get_and_verify_max_len` (0.10.0 to 0.34.0 agree): the
+    smallest of the length keys (`model_max_length` wins when set); then, unless the model type
+    is Gemma-3 (its 128K is already scaled), each rope_scaling / rope_parameters entry whose
+    rope_type is not su/longrope/llama3 sets the factor (default 1), and yarn replaces the
+    base by original_max_position_embeddings; the base is multiplied by the factor.
+    Legacy `type` is read as rope_type ('su' is longrope, 'mrope' default). A user-specified
+    max_model_len above this is refused (unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)."""
+    if not isinstance(config, dict):
+        raise InputError("config must be a JSON object", where=where)
+    text = _text_config(config)
+    c = _Config(config, where)
+    derived: float | None = None
+    for key in _MAX_LEN_KEYS:
+        if text.get(key) is not None:
+            value = float(c.int(key))
+            derived = value if derived is None else min(derived, value)
+    if text.get("model_max_length") is not None:
+        derived = float(c.int("model_max_length"))
+    if derived is None:
+        return None
+    factor: float = 1.0
+    for rp in _rope_entries(text, where):
+        rope_type = _rope_type(rp)
+        if "gemma3" in c.model_type or rope_type in _ROPE_UNSCALED:
+            continue
+        if rp.get("factor") is not None:
+            factor = _positive_number(rp["factor"], "rope_scaling.factor", where)
+        if rope_type == "yarn":
+            original = rp.get("original_max_position_embeddings",
+                              text.get("original_max_position_embeddings", derived))  # fmt: skip
+            derived = _positive_number(original, "original_max_position_embeddings", where)
+    result = int(derived * factor)
+    if not 1 <= result <= MAX_POSITIONS:
+        raise InputError(
+            f"the derived maximum model length {result} is out of range (1 to {MAX_POSITIONS:,})",
+            where=where,
+            hint="check max_position_embeddings and rope_scaling in config.json",
+        )
+    return result
+
+
+def _default_max_model_len(config: dict[str, Any], where: str) -> int | None:
+    """vLLM's default max_model_len when it is not the derived limit: longrope models start at
+    original_max_position_embeddings (to keep short prompts fast); None otherwise."""
+    text = _text_config(config)
+    if not any(_rope_type(rp) == "longrope" for rp in _rope_entries(text, where)):
+        return None
+    original = text.get("original_max_position_embeddings")
+    if original is None:
+        return None
+    return int(_positive_number(original, "original_max_position_embeddings", where))
+
+
+def _rope_entries(text: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """rope_parameters (transformers v5, maybe one per layer type) or rope_scaling (v4)."""
+    rope = text.get("rope_parameters") or text.get("rope_scaling")
+    if rope is None:
+        return []
+    if not isinstance(rope, dict):
+        raise InputError(f"key 'rope_scaling' must be an object, not {_shown(rope)}", where=where)
+    if all(isinstance(v, dict) for v in rope.values()) and rope:
+        return list(rope.values())  # nested: {"full_attention": {...}, "sliding_attention": ...}
+    return [rope]
+
+
+def _rope_type(rp: dict[str, Any]) -> str:
+    kind = str(rp.get("rope_type", rp.get("type", "default")))
+    return {"su": "longrope", "mrope": "default"}.get(kind, kind)
+
+
+def _positive_number(value: Any, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InputError(f"key '{key}' must be a positive number, not {_shown(value)}",
+                         where=where)  # fmt: skip
+    if value > MAX_POSITIONS:
+        raise InputError(f"key '{key}' is {_shown(value)}: it must be 1 to {MAX_POSITIONS:,}",
+                         where=where)  # fmt: skip
+    return float(value)
+
+
 # ---------------------------------------------------------------- building facts
 
 
@@ -681,7 +920,7 @@ def _attention_shape(c: _Config, family: str) -> dict[str, Any]:
     h, heads = c.int("hidden_size"), c.int("num_attention_heads")
     shape = {
         "num_layers": c.int("num_hidden_layers"), "num_attention_heads": heads,
-        "hidden_size": h, "max_position_embeddings": c.opt_int("max_position_embeddings"),
+        "hidden_size": h, "max_position_embeddings": derived_max_model_len(c.raw, c.where),
     }  # fmt: skip
     if family == "mla":
         latent = c.int("kv_lora_rank") + c.int("qk_rope_head_dim")
@@ -745,8 +984,31 @@ def _facts_from_config(
         tied_embeddings=_tied(c),
         params=split,
         quant_bytes_per_param=_quant_bytes(qcfg, c) if qcfg else None,
+        default_max_model_len=_default_max_model_len(raw, where),
+        moe_shape=_moe_shape(c, family),
+        per_layer_vocab=c.opt_int("vocab_size_per_layer_input")
+        if c.opt_int("hidden_size_per_layer_input") else None,
         **shape,
     )
+
+
+def _moe_shape(c: _Config, family: str) -> tuple[int, int, int, int] | None:
+    """(MoE layers, routed experts, hidden, expert intermediate) for the mxfp4 padding."""
+    if family != "decoder":
+        return None
+    experts = (
+        c.opt_int("n_routed_experts") or c.opt_int("num_experts") or c.opt_int("num_local_experts")
+    )
+    if not experts:
+        return None
+    layers = c.int("num_hidden_layers")
+    only = c.get("mlp_only_layers", [])
+    first = c.int("first_k_dense_replace", 0)
+    moe_layers = sum(
+        1 for i in range(layers) if i >= first and not (isinstance(only, list) and i in only)
+    )
+    inter = c.int("moe_intermediate_size", c.int("intermediate_size"))
+    return moe_layers, experts, c.int("hidden_size"), inter
 
 
 # ---------------------------------------------------------------- model folders

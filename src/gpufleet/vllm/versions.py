@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -51,6 +52,9 @@ class Release:
     encoder_only_no_kv: bool
     messages: dict[str, str]
     evidence: dict[str, str]
+    image_rocm: str | None = None  # the ROCm its vllm/vllm-openai-rocm image is built on
+    wheel_variant: str | None = None  # its ROCm wheels on wheels.vllm.ai (rocm700, ...), if any
+    host_rocm_min: str | None = None  # "vLLM supports AMD GPUs with ROCm X or above"
 
     @property
     def exact(self) -> bool:
@@ -125,6 +129,8 @@ def _release(raw: dict[str, Any], asked: str) -> Release:
         encoder_only_no_kv=bool(semantics["encoder_only_no_kv"]),
         messages=dict(raw.get("messages") or {}),
         evidence=dict(raw.get("evidence") or {}),
+        **{key: (raw.get("rocm") or {}).get(key)
+           for key in ("image_rocm", "wheel_variant", "host_rocm_min")},
     )
 
 
@@ -132,3 +138,20 @@ def known(version: str) -> bool:
     """Whether `version` is at or after the oldest release with a data file (older releases
     are planned by gpufleet.vllm.releases' rows alone, as the public cases need)."""
     return parse_version(version) >= parse_version(supported()[0])
+
+
+# vllm/vllm-openai[-rocm]:v0.33.0[-rocm72] and AMD's rocm/vllm:rocm7.13.0_..._vllm_0.19.1 (or
+# ..._vllm0.7.3_...): the tags that say which vLLM an image holds.
+_IMAGE_TAGS = (re.compile(r"^v?(\d+\.\d+\.\d+(?:\.post\d+)?)(?:[-+].*)?$"),
+               re.compile(r"(?:^|_)vllm_?(\d+\.\d+\.\d+)(?:_|$)"))
+
+
+def vllm_version_of_image(image: str) -> str | None:
+    """The vLLM release a vLLM image's tag names; None for other images and moving tags."""
+    name, _, tag = image.split("@", 1)[0].rpartition(":")
+    if not name or "/" in tag or "vllm" not in name.rsplit("/", 1)[-1]:
+        return None
+    for pattern in _IMAGE_TAGS:
+        if found := pattern.search(tag):
+            return found.group(1)
+    return None
