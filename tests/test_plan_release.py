@@ -103,3 +103,16 @@ def test_hosts_below_the_release_s_rocm_minimum_are_warned():
 def test_a_banana_version_is_refused_at_load():
     with pytest.raises(Exception, match="not a vLLM version"):
         plan_of({"vllm_version": "banana"})
+
+
+def test_plan_runs_every_check_render_runs(tmp_path, cli):
+    """A fleet render would refuse (no image for the container runtime) fails `plan` too."""
+    data = yaml.safe_load(yaml.safe_dump(BERGET))
+    del data["fleet"]["image"]
+    path = tmp_path / "inv.yml"
+    path.write_text(yaml.safe_dump(data))
+    result = cli("plan", str(path))
+    assert result.exit_status == 1
+    assert "[render_refuses]" in result.stdout
+    assert "the container runtime needs an image" in result.stdout
+    assert cli("render", str(path), "--out", str(tmp_path / "out")).exit_status == 2

@@ -379,7 +379,8 @@ def _service_findings(
         out.append(Finding(severity, code, message, host, gpu, svc.name, hint))
 
     if not est.starts and est.error_kind:
-        add("error", est.error_kind, est.error or "", _fix_hint(svc, spec, est))
+        add("error", est.error_kind, est.error or "",
+            _fix_hint(svc, spec, est, inv.hosts[host].gpu_count))
     limit = spec.facts.max_position_embeddings
     if svc.max_model_len and limit and svc.max_model_len > limit:
         add(
@@ -595,58 +596,84 @@ def _host_gpu(inv: Inventory, host: str) -> str:
     return (inv.hosts[host].gpu or inv.fleet.gpu).lower()
 
 
-def _fix_hint(svc: Service, spec: InstanceSpec, est: Estimate) -> str:
-    parts = []
-    if est.weights_bytes >= est.budget_bytes:
-        parts.append(_too_big_hint(svc, spec, est))
+def _fix_hint(svc: Service, spec: InstanceSpec, est: Estimate, gpu_count: int) -> str:
+    """What to change, in inventory keys; only suggestions that pass every check themselves
+    (a divisible TP size, no more GPUs than the host has, a utilization that is free)."""
     if est.error_kind == "parallelism":
-        return "; ".join([_parallel_hint(svc, spec.facts), *parts])
-    if est.min_util_for_max_model_len is not None:
-        parts.append(
-            f"gpu_memory_utilization >= {est.min_util_for_max_model_len:.2f} fits max_model_len "
-            f"{spec.model_len}"
-        )
+        heavy = est.weights_bytes >= est.budget_bytes
+        return "; ".join([_parallel_hint(svc, spec.facts),
+                          *([_too_big_hint(svc, spec, est, gpu_count)] if heavy else [])])
+    if est.weights_bytes >= est.budget_bytes:
+        return _too_big_hint(svc, spec, est, gpu_count)
+    most = _most_free_util(spec)
+    parts = []
+    enough = est.min_util_for_max_model_len
+    if enough is not None and enough <= most:
+        parts.append(f"gpu_memory_utilization >= {enough:.2f} fits max_model_len "
+                     f"{spec.model_len}")
     if est.max_model_len_fit:
-        parts.append(
-            f"max_model_len <= {est.max_model_len_fit} fits utilization {est.utilization:g}"
-        )
+        parts.append(f"max_model_len <= {est.max_model_len_fit} fits utilization "
+                     f"{est.utilization:g}")
+    if svc.max_num_seqs is None and est.activation_bytes > 0.25 * est.budget_bytes:
+        tokens, seqs = spec.batching
+        parts.append(f"vLLM's default batch ({tokens} tokens, {seqs} seqs) profiles "
+                     f"{est.activation_bytes / GIB:.1f} GiB of activations: set max_num_seqs "
+                     "and max_num_batched_tokens")
     if est.error_kind == "free_memory":
-        free = spec.free_bytes_at_start or 0
-        most = int(free / spec.gpu_total_bytes * 100) / 100
-        enough = est.min_util_for_max_model_len
-        parts = [
-            f"only {most:.2f} of the GPU is free when it starts: set gpu_memory_utilization "
-            f"<= {most:.2f}"
-            + (
-                f" (>= {enough:.2f} holds max_model_len {spec.model_len})"
-                if enough is not None and enough <= most
-                else ""
-            ),
-            "or lower the utilization of a service started before it on this GPU",
-        ]
-    return "; ".join(parts) or "the model does not fit this GPU: use more GPUs (tensor parallel)"
+        parts = [f"only {most:.2f} of the GPU is free when it starts: set gpu_memory_utilization "
+                 f"<= {most:.2f}" + (f" (>= {enough:.2f} holds max_model_len {spec.model_len})"
+                                     if enough is not None and enough <= most else ""),
+                 "or lower the utilization of a service started before it on this GPU"]
+    return "; ".join(parts) or _too_big_hint(svc, spec, est, gpu_count)
 
 
-def _too_big_hint(svc: Service, spec: InstanceSpec, est: Estimate) -> str:
-    """When the weights alone exceed the budget, say how many GPUs they would need."""
+def _most_free_util(spec: InstanceSpec) -> float:
+    """The largest utilization (two decimals) that the free-memory check still passes."""
+    free = (spec.free_bytes_at_start if spec.free_bytes_at_start is not None
+            else spec.gpu_total_bytes - baseline_bytes(spec))
+    return max(int(free / spec.gpu_total_bytes * 100) / 100, 0.0)
+
+
+def _too_big_hint(svc: Service, spec: InstanceSpec, est: Estimate, gpu_count: int) -> str:
+    """When the model does not fit its GPUs: the smallest valid split of the host's GPUs
+    that would hold it, or a quantized checkpoint when none does."""
     ranks = svc.tensor_parallel_size * svc.pipeline_parallel_size
-    total = est.weights_bytes * ranks
     room = est.budget_bytes * 0.8  # leave a fifth of each budget for activations and KV
-    need = max(ranks + 1, -(-total // int(room)))
-    return (
-        f"the weights alone take {est.weights_bytes / GIB:.0f} GiB per GPU, more than the "
-        f"{est.budget_bytes / GIB:.0f} GiB budget: use a quantized checkpoint or about {need} GPUs"
-    )
+    need = max(ranks + 1, -(-(est.weights_bytes * ranks) // int(room)))
+    what = (f"the weights take {est.weights_bytes / GIB:.0f} GiB per GPU of a "
+            f"{est.budget_bytes / GIB:.0f} GiB budget")
+    for n in range(need, gpu_count + 1):
+        split = _valid_split(spec.facts, n)
+        if split is not None:
+            tp, pp = split
+            shape = f"tensor_parallel_size {tp}" + (f" x pipeline_parallel_size {pp}"
+                                                     if pp > 1 else "")
+            return f"{what}: give it {n} GPUs ({shape}) or use a quantized checkpoint"
+    return (f"{what}: no split of this host's {gpu_count} GPUs holds it; use a quantized "
+            "checkpoint (or a host with more GPUs)")
+
+
+def _valid_split(facts: ModelFacts, n: int) -> tuple[int, int] | None:
+    """The widest tensor-parallel split of n GPUs vLLM accepts (heads and KV heads divide),
+    the rest as pipeline stages; None when none fits the layer count."""
+    for tp in range(n, 0, -1):
+        if n % tp or not _tp_ok(facts, tp) or n // tp > max(facts.num_layers, 1):
+            continue
+        return tp, n // tp
+    return None
+
+
+def _tp_ok(facts: ModelFacts, tp: int) -> bool:
+    heads, kv = facts.num_attention_heads, facts.num_kv_heads
+    return heads % tp == 0 and (kv % tp == 0 if kv >= tp else tp % kv == 0)
 
 
 def _parallel_hint(svc: Service, facts: ModelFacts) -> str:
     n = len(svc.gpus)
-    heads, kv = facts.num_attention_heads, facts.num_kv_heads
-    fits = [tp for tp in range(1, n + 1) if heads % tp == 0 and n % tp == 0
-            and (kv % tp == 0 if kv >= tp else tp % kv == 0)]
-    best = max(fits)
+    split = _valid_split(facts, n) or (1, n)
+    best = split[0]
     return (
-        f"{heads} attention heads split over tensor_parallel_size {best} x "
+        f"{facts.num_attention_heads} attention heads split over tensor_parallel_size {best} x "
         f"pipeline_parallel_size {n // best} on these {n} GPUs"
         + (" (pipeline parallelism splits layers, not heads)" if best < n else "")
     )

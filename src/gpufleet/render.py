@@ -28,7 +28,7 @@ from typing import Any
 import jinja2
 
 from gpufleet import systemd
-from gpufleet.errors import InputError
+from gpufleet.errors import InputError, InputErrors
 from gpufleet.gpu import Accelerator, accelerator
 from gpufleet.host.layout import (
     CACHE_DIR,
@@ -40,7 +40,7 @@ from gpufleet.host.layout import (
     unit_name,
 )
 from gpufleet.inventory import Fleet, Inventory, Kind
-from gpufleet.plan import Plan, PlannedHost, PlannedService, start_order_groups
+from gpufleet.plan import Finding, Plan, PlannedHost, PlannedService, start_order_groups
 from gpufleet.settings import host_setting, setting_origin
 
 ENGINES = {"docker": "/usr/bin/docker", "podman": "/usr/bin/podman"}
@@ -91,6 +91,31 @@ def render_plan(
 ) -> dict[str, list[RenderedFile]]:
     """Every planned host's files, by host name."""
     return {host.name: render_host(plan, host.name, secrets) for host in plan.hosts}
+
+
+def render_findings(plan: Plan) -> list[Finding]:
+    """What render would refuse, as plan errors: `plan` runs every check `render` runs, so a
+    plan that passes renders (secrets are not read here: their markers stand in)."""
+    out: list[Finding] = []
+    rendered: set[str] = set()  # hosts alike but for name and address render alike
+    for planned in plan.hosts:
+        alike = repr(planned.host.model_dump(exclude={"address"}, warnings=False))
+        try:
+            if alike in rendered:
+                _check_fleet(plan.inventory, planned.name)  # the name is the host's own
+                continue
+            render_host(plan, planned.name)
+            rendered.add(alike)
+        except InputErrors as many:
+            out += [_refused(planned.name, e) for e in many.errors]
+        except InputError as exc:
+            out.append(_refused(planned.name, exc))
+    return out
+
+
+def _refused(host: str, exc: InputError) -> Finding:
+    where = f" ({exc.where})" if exc.where else ""
+    return Finding("error", "render_refuses", f"{exc.what}{where}", host, None, None, exc.hint)
 
 
 def render_host(

@@ -10,7 +10,8 @@ from gpufleet.bulk import paused_gc
 from gpufleet.commands import SUMMARIES
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus
-from gpufleet.plan import build_plan
+from gpufleet.plan import Plan, build_plan
+from gpufleet.render import render_findings
 from gpufleet.views import DETAIL_HOSTS, show_plan
 
 
@@ -36,6 +37,7 @@ INDENTED_JSON_HOSTS = 100
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     plan = build_plan(inventory.load(args.inventory), only_host=args.host)
+    plan = Plan(plan.inventory, plan.hosts, plan.findings + render_findings(plan))
     if args.json:
         with paused_gc():
             data = plan.to_dict()
