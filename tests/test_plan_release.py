@@ -116,3 +116,13 @@ def test_plan_runs_every_check_render_runs(tmp_path, cli):
     assert "[render_refuses]" in result.stdout
     assert "the container runtime needs an image" in result.stdout
     assert cli("render", str(path), "--out", str(tmp_path / "out")).exit_status == 2
+
+
+def test_an_unknown_model_s_hint_speaks_inventory_keys(tmp_path, cli):
+    data = yaml.safe_load(yaml.safe_dump(BERGET))
+    data["hosts"]["gpu-01"]["services"][0]["model"] = "nobody/nothing-7b"
+    path = tmp_path / "inv.yml"
+    path.write_text(yaml.safe_dump(data))
+    result = cli("plan", str(path))
+    assert result.exit_status == 2
+    assert "model_path:" in result.stderr and "--config" not in result.stderr

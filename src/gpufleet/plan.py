@@ -310,10 +310,21 @@ def resolve_model(inv: Inventory, host: str, index: int, svc: Service) -> ModelF
             return load_model_dir(Path(folder), svc.model)
         return find_model(svc.model or "", svc.revision)
     except GpufleetError as exc:
-        hint = getattr(exc, "hint", None)
+        hint = _in_inventory_terms(getattr(exc, "hint", None))
         raise InputError(
             f"service {svc.name}: {getattr(exc, 'what', exc)}", where=where, hint=hint
         ) from None
+
+
+def _in_inventory_terms(hint: str | None) -> str | None:
+    """The models stage speaks `estimate`'s flags; in an inventory the same is a key."""
+    if hint is None:
+        return None
+    hint = hint.replace("point --config at", "set the service's model_path: to")
+    hint = hint.replace("point at its folder with --config DIR", "set the service's "
+                        "model_path: to its folder")
+    return hint.replace("use --config DIR (or model_path: in the inventory)",
+                        "set the service's model_path:")
 
 
 def instance_spec(
