@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gpufleet.bulk import paused_gc
 from gpufleet.errors import GpufleetError, InputError
+from gpufleet.gpu import Serving, vendor_rules
 from gpufleet.gpu.models import GIB, gpu_model
 from gpufleet.inventory import Host, Inventory, Kind, Service
 from gpufleet.vllm import flags as vllm_flags
@@ -428,7 +429,7 @@ def _service_findings(
     for code, message, hint in _scheduler_problems(svc, spec):
         add("error", code, message, hint)
     out += _parallel_findings(host, svc, spec)
-    out += _rocm_findings(inv, host, svc)
+    out += _vendor_findings(inv, host, svc)
     if not (svc.revision and _COMMIT.fullmatch(svc.revision)):
         pinned = f"revision {svc.revision!r} is a branch or tag" if svc.revision else "no revision"
         add(
@@ -554,11 +555,6 @@ def _image_of(inv: Inventory, svc: Service) -> str | None:
     return svc.image or (inv.fleet.image if svc.kind is not Kind.DOCLING else None)
 
 
-# vLLM's ROCm attention backends served decoder-only models until the Triton backend gained
-# encoder/cross-attention (vllm#31406, Dec 2025, in 0.14: releases "rocm_encoder_decoder");
-# AITER FA still lacks it (#38508).
-
-
 def _scheduler_problems(svc: Service, spec: InstanceSpec) -> list[tuple[str, str, str]]:
     """What vLLM's scheduler config refuses at startup: fewer batched tokens than sequences,
     and, without chunked prefill (pooling models never chunk), fewer than one request's
@@ -582,25 +578,20 @@ def _scheduler_problems(svc: Service, spec: InstanceSpec) -> list[tuple[str, str
     return problems
 
 
-def _rocm_findings(inv: Inventory, host: str, svc: Service) -> list[Finding]:
-    if svc.kind is not Kind.WHISPER or gpu_model(_host_gpu(inv, host)).vendor != "amd":
+def _vendor_findings(inv: Inventory, host: str, svc: Service) -> list[Finding]:
+    """The GPU vendor's serving rules (gpufleet.gpu), given the release's behaviours."""
+    rules = vendor_rules(_host_gpu(inv, host))
+    if rules is None:
         return []
+    version = inv.fleet.vllm_version
+    serving = Serving(
+        kind=svc.kind.value, vllm_version=version,
+        behaviours=frozenset(b for b in rules.release_behaviours if has(version, b)),
+        env=dict(svc.env), attention_backend=vllm_flags.value_of(svc.extra_args,
+                                                                 "--attention-backend"))
     gpu = svc.gpus[0] if len(svc.gpus) == 1 else None
-    if not has(inv.fleet.vllm_version, "rocm_encoder_decoder"):
-        return [Finding(
-            "error", "whisper_on_rocm",
-            f"vLLM {inv.fleet.vllm_version} cannot serve encoder-decoder models such as Whisper "
-            "on ROCm: its ROCm attention backends are decoder-only (vllm#28184)",
-            host, gpu, svc.name, "use vLLM >= 0.14 (fleet.vllm_version)",
-        )]
-    backend = vllm_flags.value_of(svc.extra_args, "--attention-backend")
-    if svc.env.get("VLLM_ROCM_USE_AITER") == "1" and backend is None:
-        return [Finding(
-            "warning", "whisper_aiter",
-            "with VLLM_ROCM_USE_AITER=1 vLLM picks ROCM_AITER_FA, which has no cross-attention",
-            host, gpu, svc.name, "add extra_args: [--attention-backend, TRITON_ATTN]",
-        )]
-    return []
+    return [Finding(a.severity, a.code, a.message, host, gpu, svc.name, a.hint)
+            for a in rules.serving_advice(serving)]
 
 
 def _host_gpu(inv: Inventory, host: str) -> str:

@@ -134,3 +134,17 @@ hosts:
     result = run_cli("estimate", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--block-size", "48",
                      "--max-model-len", "4096", "--json")
     assert result.exit_status == 0
+
+
+def test_the_readme_s_knob_table_says_which_releases_have_each_flag():
+    from support import REPO
+
+    from gpufleet.vllm import knobs as table
+
+    readme = (REPO / "README.md").read_text()
+    for knob in table.KNOBS:
+        row = next(line for line in readme.splitlines()
+                   if line.startswith(f"| `{knob.key}` | `{knob.flag}`"))
+        assert row.rstrip().endswith(f"| {table.since(knob)} |"), row
+    kv = table.BY_KEY["kv_cache_memory_bytes"]
+    assert table.releases_with(kv)[0] == "0.10.2"  # absent from 0.10.0 and 0.10.1.1

@@ -14,8 +14,11 @@ from typing import Any, Protocol
 
 from gpufleet.errors import InputError
 from gpufleet.gpu import amd
+from gpufleet.gpu.amd import Advice, Serving
 from gpufleet.gpu.models import gpu_model
 from gpufleet.gpu.smi import Snapshot
+
+__all__ = ["ACCELERATORS", "Accelerator", "Advice", "Serving", "accelerator", "vendor_rules"]
 
 
 class Accelerator(Protocol):
@@ -52,8 +55,23 @@ class Accelerator(Protocol):
         """Memory and processes of every GPU of a host, over an open SSH session."""
         ...
 
+    @property
+    def release_behaviours(self) -> tuple[str, ...]:
+        """Named vLLM release behaviours (gpufleet.vllm.releases) its rules look at."""
+        ...
+
+    def serving_advice(self, serving: Serving) -> list[Advice]:
+        """The vendor's rules for one vLLM service: what will not run, what to set."""
+        ...
+
 
 ACCELERATORS: dict[str, Accelerator] = {"amd": amd.AMD}
+
+
+def vendor_rules(gpu: str) -> Accelerator | None:
+    """The accelerator whose serving rules apply to a GPU model; None for a vendor gpufleet
+    plans but does not run (its rules are not written yet)."""
+    return ACCELERATORS.get(gpu_model(gpu).vendor)
 
 
 def accelerator(gpu: str, *, where: str | None = None) -> Accelerator:

@@ -10,7 +10,8 @@ without a driver: the parser recognises that text).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from gpufleet.gpu.smi import SmiParseError, Snapshot, merge, parse
@@ -28,6 +29,27 @@ SMI_COMMANDS = {
 # One rocm-smi run for memory, processes and their GPUs (each run is a Python start on the host,
 # which is most of a no-op deploy's cost there); the separate commands above are the fallback.
 ROCM_SMI_ONCE = "rocm-smi --showmeminfo vram --showpids --showpidgpus"
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What a vendor's rules look at in one vLLM service (plain facts: gpu/ knows no stages)."""
+
+    kind: str  # llm | embed | rerank | whisper
+    vllm_version: str
+    behaviours: frozenset[str]  # the release behaviours (release_behaviours) that hold
+    env: Mapping[str, str] = field(default_factory=dict)
+    attention_backend: str | None = None  # --attention-backend in extra_args
+
+
+@dataclass(frozen=True)
+class Advice:
+    """One vendor rule's verdict, as the plan reports it."""
+
+    severity: str  # error | warning
+    code: str
+    message: str
+    hint: str
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,27 @@ class Amd:
         return ("for c in /sys/class/drm/card[0-9]*; do [ -e \"$c/device/vendor\" ] && "
                 "read -r v < \"$c/device/vendor\" && "
                 f"[ \"$v\" = {PCI_VENDOR} ] && echo \"GPU[${{c##*card}}]\"; done")
+
+    release_behaviours: tuple[str, ...] = ("rocm_encoder_decoder",)
+
+    def serving_advice(self, serving: Serving) -> list[Advice]:
+        """Encoder-decoder models (Whisper) on ROCm: vLLM's ROCm attention backends were
+        decoder-only until the Triton backend gained cross-attention (vllm#31406, in 0.14);
+        AITER FA still lacks it (#38508), so with AITER on a backend must be named."""
+        if serving.kind != "whisper":
+            return []
+        if "rocm_encoder_decoder" not in serving.behaviours:
+            return [Advice(
+                "error", "whisper_on_rocm",
+                f"vLLM {serving.vllm_version} cannot serve encoder-decoder models such as "
+                "Whisper on ROCm: its ROCm attention backends are decoder-only (vllm#28184)",
+                "use vLLM >= 0.14 (fleet.vllm_version)")]
+        if serving.env.get("VLLM_ROCM_USE_AITER") == "1" and serving.attention_backend is None:
+            return [Advice(
+                "warning", "whisper_aiter",
+                "with VLLM_ROCM_USE_AITER=1 vLLM picks ROCM_AITER_FA, which has no "
+                "cross-attention", "add extra_args: [--attention-backend, TRITON_ATTN]")]
+        return []
 
     def read_snapshot(self, session: Any) -> Snapshot:
         """One merged snapshot of the host's GPUs, over an open session."""

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, Strict, StrictBool, StrictInt, StrictStr
 
 from gpufleet.errors import InputError
+from gpufleet.vllm import versions
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,19 @@ KNOBS: tuple[Knob, ...] = (  # in the order the units write them
          "blocks; unset: the release's default, 16, or 64 from 0.34.0)", low=1, high=1 << 16),
 )
 BY_KEY = {k.key: k for k in KNOBS}
+
+
+def releases_with(knob: Knob) -> tuple[str, ...]:
+    """The releases read from vLLM's source (gpufleet.vllm.versions) whose serve parser has the
+    knob's flag: the table's "releases that have it" column, from vLLM itself."""
+    return tuple(v for v in versions.supported() if versions.release(v).has_flag(knob.flag))
+
+
+def since(knob: Knob) -> str:
+    """`0.10.2+` (every release read from then on), or the list where it comes and goes."""
+    have = releases_with(knob)
+    later = versions.supported()[versions.supported().index(have[0]):] if have else ()
+    return f"{have[0]}+" if have and have == later else ", ".join(have) or "none read"
 # `vllm serve` flag (and short form) -> its knob, for reading a running command line.
 FLAGS = {name: k for k in KNOBS for name in (k.flag, *k.aliases)}
 

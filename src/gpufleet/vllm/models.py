@@ -621,7 +621,7 @@ def _mlp(c: _Config, layer: int) -> tuple[int, int, int]:
     experts = (
         c.opt_int("n_routed_experts") or c.opt_int("num_experts") or c.opt_int("num_local_experts")
     )
-    dense = c.opt_int("intermediate_size")
+    dense = None if isinstance(c.get("intermediate_size"), list) else c.opt_int("intermediate_size")
     moe_layer = experts and layer >= c.int("first_k_dense_replace", 0)
     only = c.get("mlp_only_layers", [])
     if not isinstance(only, list):
