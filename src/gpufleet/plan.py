@@ -6,6 +6,7 @@ GPU indices, ports, start order and memory numbers decided here and never recomp
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -280,7 +281,13 @@ def _flag_findings(inv: Inventory, host: str, svc: Service, args: tuple[str, ...
     return [Finding("error", "flag_not_in_release", p.message, host, gpu, svc.name,
                     p.hint if p.index >= own else f"{p.hint} (a flag gpufleet renders for "
                     f"kind {svc.kind.value}: use a release that has it)")
-            for p in vllm_flags.release_problems(words, versions.release(version))]
+            for p in _release_problems(tuple(words), version)]
+
+
+@functools.lru_cache(maxsize=4096)  # a fleet repeats the same command lines host after host
+def _release_problems(words: tuple[str, ...], version: str
+                      ) -> tuple[vllm_flags.FlagProblem, ...]:
+    return tuple(vllm_flags.release_problems(words, versions.release(version)))
 
 
 def bind_address(inv: Inventory, host: str, svc: Service) -> str:
