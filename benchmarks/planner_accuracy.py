@@ -1,14 +1,24 @@
 """How well gpufleet's memory stage reproduces what vLLM printed in real, public cases.
 
     python benchmarks/planner_accuracy.py --cases ../shared/data/vllm_cases.yaml \
-        --configs ../shared/data/hf-configs [--json]
+        [--cases tests/data/vllm_cases_more.yaml ...] --configs ../shared/data/hf-configs \
+        [--configs tests/data/hf-configs ...] [--json]
+
+Several --cases files are read as one set (ids must be unique); several --configs folders are
+searched in the order given for `<org>--<name>/config.json`.
 
 Each case (format of vllm_cases.yaml: model, GPU, flags -> what vLLM printed) is turned into an
 `InstanceSpec` and run through `gpufleet.vllm.memory.estimate`. Rules, in the order they are applied
 (the first one that fails names the skip reason):
 
 * kind: `ok`, `error_kv`, `error_nomem`, `error_free` and `colocation` have an outcome the memory
-  stage decides; `oom` (a CUDA OOM after the checks), `observed_usage` (nvidia-smi numbers only)
+  stage decides; `error_maxlen` (max_model_len above vLLM's derived limit, refused at config
+  time) is predicted by the planner's own check (gpufleet.plan `max_model_len_above_model`:
+  max_model_len > ModelFacts.max_position_embeddings, the derived limit), repeated here because
+  memory.estimate does not check it; its GPU may be unknown (an MI300X is then assumed for the
+  memory part). A `rope_scaling` (or `hf_overrides.rope_scaling`) setting is applied to the
+  config before the limit is derived, as vLLM's --rope-scaling / --hf-overrides do; `oom`
+  (a CUDA OOM after the checks), `observed_usage` (nvidia-smi numbers only)
   and `exotic_kv` (KV layouts gpufleet does not model exactly) are skipped.
 * model: the first word of `model` is the id; `<org>--<name>/config.json` in --configs, else
   (also when that config cannot be read or lacks the checkpoint's `quantization_config`)
@@ -27,6 +37,12 @@ Each case (format of vllm_cases.yaml: model, GPU, flags -> what vLLM printed) is
   earlier ones left free. Concurrent starts are not modelled.
 * outcome: error kinds fail; `ok` starts unless the record also shows an error (then the case
   counts for the KV numbers only); co-location fails when the record shows an error.
+
+* weights: every case that reports `weights_gib` (whatever its kind, also skipped ones) is
+  compared with the planner's weights per rank: as memory.estimate computes them (models'
+  defaults: ROCm, newest release) and with the case's platform and version passed to
+  ModelFacts.weight_bytes_per_rank (what memory.py would do if it passed spec.platform and
+  spec.vllm_version); within WEIGHTS_TOLERANCE_PCT counts as right.
 
 Exit status 0 (also when targets are missed); 2 for an invalid case file or folder.
 """
@@ -55,9 +71,18 @@ from gpufleet.vllm.memory import (
     parse_version,
     with_free_memory,
 )
-from gpufleet.vllm.models import ModelFacts, find_model, load_model_dir
+from gpufleet.vllm.models import (
+    ModelFacts,
+    catalog_entry,
+    derived_max_model_len,
+    find_model,
+    load_model_dir,
+)
 
-RUN_KINDS = ("ok", "error_kv", "error_nomem", "error_free", "colocation")
+RUN_KINDS = ("ok", "error_kv", "error_nomem", "error_free", "colocation", "error_maxlen")
+MAXLEN_ERROR = "max_model_len_above_model"  # gpufleet.plan's finding code for the refusal
+WEIGHTS_TOLERANCE_PCT = 3.0
+ASSUMED_GPU = "mi300x"  # error_maxlen cases refuse before memory; the GPU is often not named
 SKIP_KINDS = {
     "oom": "outcome is a CUDA OOM after the startup checks",
     "observed_usage": "only nvidia-smi/rocm-smi usage reported",
@@ -129,6 +154,7 @@ class Prepared:
     kv_gib: tuple[float, ...]  # reported available KV per instance ('a / b'), may be empty
     tokens: int | None
     version: str
+    maxlen_refused: bool = False  # max_model_len above the derived limit (plan's check)
 
 
 @dataclass
@@ -238,8 +264,12 @@ def _version_by_date(comment: str, case: dict[str, Any]) -> str | None:
     return RELEASES.get(month) if month else None
 
 
-def model_candidates(name: str, configs: Path) -> list[ModelFacts]:
-    """Facts of the named model: its folder in --configs first, then gpufleet's catalog."""
+def model_candidates(
+    name: str, configs: Path | list[Path], overrides: dict[str, Any] | None = None
+) -> list[ModelFacts]:
+    """Facts of the named model: its folder in the --configs folders first (in order), then
+    gpufleet's catalog; `overrides` (hf_overrides keys such as rope_scaling) re-derive the
+    maximum model length from the config with them applied."""
     words = name.split()
     if not words:
         raise Skip("no model")
@@ -248,20 +278,76 @@ def model_candidates(name: str, configs: Path) -> list[ModelFacts]:
     model_id = words[0]
     found: list[ModelFacts] = []
     problem = "no config.json for the model"
-    folder = _config_folder(model_id, configs)
+    folders = [configs] if isinstance(configs, Path) else configs
+    folder = next((f for f in (_config_folder(model_id, d) for d in folders) if f), None)
     if folder is not None:
         try:
-            found.append(load_model_dir(folder, model_id))
+            facts = load_model_dir(folder, model_id)
+            found.append(_overridden(facts, _read_config(folder), overrides))
         except GpufleetError as e:
             problem = f"config.json unusable ({getattr(e, 'what', e)})"
     if "/" in model_id:
         try:
-            found.append(find_model(model_id))
+            facts = find_model(model_id)
+            raw = catalog_entry(model_id)["config"] if overrides else None
+            found.append(_overridden(facts, raw, overrides))
         except (GpufleetError, OSError):
             pass
     if not found:
         raise Skip(problem)
     return found
+
+
+def _read_config(folder: Path) -> dict[str, Any] | None:
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _overridden(
+    facts: ModelFacts, raw: dict[str, Any] | None, overrides: dict[str, Any] | None
+) -> ModelFacts:
+    """The facts with the limit derived from the config with `overrides` applied to the text
+    config (vLLM applies --hf-overrides / --rope-scaling before deriving max_model_len)."""
+    if not overrides or raw is None:
+        return facts
+    merged = dict(raw)
+    inner = next((k for k in ("thinker_config", "text_config") if isinstance(raw.get(k), dict)),
+                 None)  # fmt: skip
+    if inner:
+        merged[inner] = {**raw[inner], **overrides}
+    else:
+        merged.update(overrides)
+    limit = derived_max_model_len(merged)
+    return replace(facts, max_position_embeddings=limit)
+
+
+def hf_overrides(case: dict[str, Any]) -> dict[str, Any] | None:
+    """Config keys the case overrides: settings.rope_scaling (a mapping, or its YAML/JSON text
+    as logs print it) and settings.hf_overrides."""
+    settings = case.get("settings") or {}
+    found: dict[str, Any] = {}
+    extra = settings.get("hf_overrides")
+    if isinstance(extra, str):
+        extra = _mapping(extra)
+    if isinstance(extra, dict):
+        found.update(extra)
+    rope = settings.get("rope_scaling")
+    if isinstance(rope, str):
+        rope = _mapping(rope)
+    if isinstance(rope, dict):
+        found["rope_scaling"] = rope
+    return found or None
+
+
+def _mapping(text: str) -> dict[str, Any] | None:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise Skip(f"setting not understood: {text[:40]}") from None
+    return value if isinstance(value, dict) else None
 
 
 def pick_facts(case: dict[str, Any], candidates: list[ModelFacts]) -> ModelFacts:
@@ -289,7 +375,7 @@ def _config_folder(model_id: str, configs: Path) -> Path | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def instances_of(case: dict[str, Any], configs: Path) -> tuple[Instance, ...]:
+def instances_of(case: dict[str, Any], configs: Path | list[Path]) -> tuple[Instance, ...]:
     text = str(case.get("model") or "")
     parts = re.split(r"\s+(?:\+|then)\s+", text)
     utils = _utils(case.get("gpu_memory_utilization"))
@@ -307,7 +393,8 @@ def instances_of(case: dict[str, Any], configs: Path) -> tuple[Instance, ...]:
         m = re.search(r"\(util ([\d.]+)\)", part)
         util = float(m.group(1)) if m else (utils[i] if utils else None)
         name = re.sub(r"\(util [\d.]+\)", "", part)
-        found.append(Instance(pick_facts(case, model_candidates(name, configs)), util))
+        candidates = model_candidates(name, configs, hf_overrides(case))
+        found.append(Instance(pick_facts(case, candidates), util))
     return tuple(found)
 
 
@@ -345,7 +432,7 @@ def _float(value: Any) -> float | None:
 
 
 def prepare(
-    case: dict[str, Any], configs: Path, comment: str, thread: str | None = None
+    case: dict[str, Any], configs: Path | list[Path], comment: str, thread: str | None = None
 ) -> Prepared:
     kind = case.get("kind")
     if kind in SKIP_KINDS:
@@ -359,10 +446,18 @@ def prepare(
         raise Skip("KV layout not modelled exactly (model caveat)")
     if not case.get("max_model_len") and not instances[0].facts.max_position_embeddings:
         raise Skip("max_model_len unknown (not set, not in config.json)")
-    total = gpu_total_gib(case)
+    try:
+        total = gpu_total_gib(case)
+    except Skip:
+        if kind != "error_maxlen":
+            raise
+        total = gpu_total_gib({"gpu": ASSUMED_GPU})
     version = infer_version(case, comment, thread)
     base = base_spec(case, instances[0], total, version)
     reported = case.get("reported") or {}
+    length = case.get("max_model_len")
+    limits = [i.facts.max_position_embeddings for i in instances]
+    refused = any(bool(length and limit and length > limit) for limit in limits)
     return Prepared(
         case["id"],
         instances,
@@ -371,6 +466,7 @@ def prepare(
         _kv_values(reported.get("available_kv_gib")),
         _tokens(reported, case),
         version,
+        refused,
     )
 
 
@@ -386,7 +482,7 @@ def base_spec(case: dict[str, Any], first: Instance, total: float, version: str)
         gpu_total_bytes=int(total * GIB),
         gpu_memory_utilization=first.util,
         tensor_parallel_size=int(case.get("tp") or 1),
-        dtype=case.get("dtype") or "auto",
+        dtype=str(case.get("dtype") or "auto").split(" ")[0],  # "float16 (--dtype half)"
         quantization=check_quantization(case, first.facts),
         kv_cache_dtype=case.get("kv_cache_dtype") or "auto",
         max_model_len=case.get("max_model_len"),
@@ -395,6 +491,7 @@ def base_spec(case: dict[str, Any], first: Instance, total: float, version: str)
         enforce_eager=bool(settings.get("enforce_eager")),
         vllm_version=version,
         block_size=int(block),
+        platform=case_platform(case),
     )
 
 
@@ -443,9 +540,9 @@ def run_prepared(p: Prepared) -> Result:
         tok_err = (last.kv_tokens - p.tokens) / p.tokens * 100
     return Result(
         p.case_id,
-        all(e.starts for e in estimates),
+        all(e.starts for e in estimates) and not p.maxlen_refused,
         p.starts,
-        _first_error(estimates),
+        MAXLEN_ERROR if p.maxlen_refused else _first_error(estimates),
         kv,
         reported_kv,
         kv_err,
@@ -461,11 +558,27 @@ def _first_error(estimates: list[Estimate]) -> str | None:
     return next((e.error_kind for e in estimates if e.error_kind), None)
 
 
-def run_file(cases_path: Path, configs: Path) -> dict[str, Any]:
-    """Everything the report prints, as plain data (also the --json output)."""
-    if not configs.is_dir():
-        raise CaseFileError(f"{configs}: not a folder (expected <org>--<name>/config.json inside)")
-    cases, comments = load_cases(cases_path)
+def run_file(
+    cases_path: Path | list[Path], configs: Path | list[Path]
+) -> dict[str, Any]:
+    """Everything the report prints, as plain data (also the --json output). Several case files
+    are one set; several config folders are searched in order."""
+    folders = [configs] if isinstance(configs, Path) else list(configs)
+    for folder in folders:
+        if not folder.is_dir():
+            raise CaseFileError(
+                f"{folder}: not a folder (expected <org>--<name>/config.json inside)"
+            )
+    paths = [cases_path] if isinstance(cases_path, Path) else list(cases_path)
+    cases: list[dict[str, Any]] = []
+    comments: dict[str, str] = {}
+    for path in paths:
+        more, notes = load_cases(path)
+        seen = {str(c["id"]) for c in cases}
+        if dup := sorted(seen & {str(c["id"]) for c in more}):
+            raise CaseFileError(f"{path}: case ids already read from another file: {dup[:3]}")
+        cases += more
+        comments.update(notes)
     threads: dict[str, str] = {}
     for case in cases:
         stated = stated_version(case, comments.get(case["id"], ""))
@@ -476,17 +589,69 @@ def run_file(cases_path: Path, configs: Path) -> dict[str, Any]:
     for case in cases:
         comment = comments.get(case["id"], "")
         try:
-            prepared = prepare(case, configs, comment, threads.get(source_key(case)))
+            prepared = prepare(case, folders, comment, threads.get(source_key(case)))
             results.append(run_prepared(prepared))
         except Skip as why:
             skipped.setdefault(str(why), []).append(str(case["id"]))
         except (GpufleetError, ValueError, TypeError) as e:  # a field gpufleet cannot take
             reason = f"setting not supported ({getattr(e, 'what', e)})"
             skipped.setdefault(reason, []).append(str(case["id"]))
-    return summarize(len(cases), results, skipped)
+    weights = [w for case in cases if (w := weights_row(case, folders, comments, threads))]
+    return summarize(len(cases), results, skipped, weights)
 
 
-def summarize(n_cases: int, results: list[Result], skipped: dict[str, list[str]]) -> dict[str, Any]:
+def case_platform(case: dict[str, Any]) -> str:
+    """rocm for AMD GPUs, else cuda (every other GPU the cases name is NVIDIA)."""
+    text = f"{case.get('gpu') or ''} {json.dumps(case.get('settings') or {})}".lower()
+    return "rocm" if re.search(r"\bmi\d{3}|\bamd\b|rocm|radeon", text) else "cuda"
+
+
+def weights_row(
+    case: dict[str, Any], folders: list[Path], comments: dict[str, str], threads: dict[str, str]
+) -> dict[str, Any] | None:
+    """Reported vs predicted weights per rank for a case that prints them, whatever its kind."""
+    reported = _float((case.get("reported") or {}).get("weights_gib"))
+    if reported is None:
+        return None
+    row: dict[str, Any] = {"id": str(case["id"]), "reported_gib": reported}
+    try:
+        facts = pick_facts(case, model_candidates(str(case.get("model") or ""), folders))
+        comment = comments.get(case["id"], "")
+        version = infer_version(case, comment, threads.get(source_key(case)))
+        tp = int(case.get("tp") or 1)
+        dtype = str(case.get("dtype") or "auto").split(" ")[0]
+        quant = check_quantization(case, facts)
+        platform = case_platform(case)
+        # as memory.estimate calls it: the case's platform and release (MXFP4 padding)
+        planner = facts.weight_bytes_per_rank(tp, 1, dtype, quant, platform, version)
+        with_case = planner
+    except Skip as why:
+        return row | {"skipped": str(why)}
+    except (GpufleetError, ValueError, TypeError) as e:
+        return row | {"skipped": f"setting not supported ({getattr(e, 'what', e)})"}
+    return row | {
+        "version": version, "platform": platform,
+        "planner_gib": round(planner / GIB, 2),
+        "planner_error_pct": round((planner / GIB - reported) / reported * 100, 1),
+        "case_platform_gib": round(with_case / GIB, 2),
+        "case_platform_error_pct": round((with_case / GIB - reported) / reported * 100, 1),
+    }  # fmt: skip
+
+
+def _weights_summary(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    judged = [r for r in rows if key in r]
+    within = [r for r in judged if abs(r[key]) <= WEIGHTS_TOLERANCE_PCT]
+    worst = max(judged, key=lambda r: abs(r[key]), default=None)
+    return {
+        "reporting": len(rows), "predicted": len(judged), "within": len(within),
+        "worst_pct": worst[key] if worst else None, "worst_id": worst["id"] if worst else None,
+    }  # fmt: skip
+
+
+def summarize(
+    n_cases: int, results: list[Result], skipped: dict[str, list[str]],
+    weights: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     judged = [r for r in results if r.correct is not None]
     correct = sum(1 for r in judged if r.correct)
     kv = [abs(r.kv_error_pct_budget) for r in results if r.kv_error_pct_budget is not None]
@@ -500,6 +665,9 @@ def summarize(n_cases: int, results: list[Result], skipped: dict[str, list[str]]
                        "pct": round(100 * correct / len(judged), 1) if judged else None},
         "kv_gib": _stats(kv_gib, 2), "kv_pct_budget": _stats(kv, 1),
         "kv_tokens_pct": _stats(tok, 1),
+        "weights": {"planner": _weights_summary(weights or [], "planner_error_pct"),
+                    "case_platform": _weights_summary(weights or [], "case_platform_error_pct"),
+                    "cases": weights or []},
         "cases": [_row(r) for r in results],
     }  # fmt: skip
 
@@ -541,12 +709,41 @@ def render(s: dict[str, Any]) -> str:
         _stat_line("available KV error, GiB", s["kv_gib"], ""),
         _stat_line("available KV error, % of budget", s["kv_pct_budget"], " %"),
         _stat_line("KV tokens error", s["kv_tokens_pct"], " %"),
+        _weights_line("weights per rank (the case's platform and release)",
+                      s["weights"]["planner"]),
         "",
         f"{'case':44} {'ver':7} {'pred':5} {'real':5} {'kv GiB':>7} {'rep':>6} {'err%B':>6} "
         f"{'tokens':>9} {'rep':>9} {'err%':>6}  predicted error",
     ]
     lines += [_table_line(row) for row in s["cases"]]
+    lines += _weights_table(s["weights"]["cases"])
     return "\n".join(lines)
+
+
+def _weights_line(label: str, w: dict[str, Any]) -> str:
+    if not w["predicted"]:
+        return f"{label}: {w['reporting']} cases report weights, none predicted"
+    return (
+        f"{label}: {w['reporting']} cases report weights, {w['predicted']} predicted, "
+        f"{w['within']} within {WEIGHTS_TOLERANCE_PCT:g} %, worst {w['worst_pct']} % "
+        f"({w['worst_id']})"
+    )
+
+
+def _weights_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["", f"{'weights case':44} {'ver':8} {'plat':4} {'rep':>7} {'pred':>7} {'err%':>6} "
+             f"{'w/case':>7} {'err%':>6}"]  # fmt: skip
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"{r['id'][:44]:44} {'':8} {'':4} {r['reported_gib']:>7}  "
+                         f"skipped: {r['skipped']}")  # fmt: skip
+            continue
+        lines.append(
+            f"{r['id'][:44]:44} {r['version'][:8]:8} {r['platform']:4} {r['reported_gib']:>7} "
+            f"{r['planner_gib']:>7} {r['planner_error_pct']:>6} {r['case_platform_gib']:>7} "
+            f"{r['case_platform_error_pct']:>6}"
+        )
+    return lines
 
 
 def _stat_line(label: str, st: dict[str, Any], unit: str) -> str:
@@ -575,10 +772,14 @@ def _table_line(row: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", required=True, type=Path, help="vllm_cases.yaml-style file")
     parser.add_argument(
-        "--configs", required=True, type=Path, help="folder of <org>--<name>/config.json"
+        "--cases", required=True, type=Path, action="append",
+        help="vllm_cases.yaml-style file (repeat for several: read as one set)",
     )
+    parser.add_argument(
+        "--configs", required=True, type=Path, action="append",
+        help="folder of <org>--<name>/config.json (repeat for several: searched in order)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     try:

@@ -42,6 +42,13 @@ def _no_real_hf_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
 
 
+def load_model_dir_from(config: dict, name: str = "m") -> models.ModelFacts:
+    """Facts of a config dict, without a folder (config.json as vLLM would read it)."""
+    return models._facts_from_config(
+        config, model_id=name, where="test config", sources=(), checkpoint_bytes=None
+    )
+
+
 def catalog(model_id: str) -> models.ModelFacts:
     return find_model(model_id)
 
@@ -470,3 +477,234 @@ def test_bad_safetensors_index_names_the_index(tmp_path):
     with pytest.raises(InputError) as err:
         load_model_dir(folder)
     assert str(folder / "model.safetensors.index.json") in (err.value.where or "")
+
+
+# ---------------------------------------------------------------- issue 10: fidelity
+
+TEST_CONFIGS = Path(__file__).resolve().parents[1] / "data" / "hf-configs"
+GPT_OSS_20B = {
+    "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "head_dim": 64,
+    "hidden_size": 2880, "intermediate_size": 2880, "num_attention_heads": 64,
+    "num_key_value_heads": 8, "num_hidden_layers": 24, "num_local_experts": 32,
+    "num_experts_per_tok": 4, "vocab_size": 201088, "max_position_embeddings": 131072,
+    "sliding_window": 128, "tie_word_embeddings": False,
+    "layer_types": ["sliding_attention", "full_attention"] * 12,
+    "quantization_config": {"quant_method": "mxfp4"},
+}  # fmt: skip
+
+
+def test_gemma4_e4b_counts_the_per_layer_input_embeddings():
+    """vllm gemma4.py: embed_tokens_per_layer is a 262144 x (42 x 256) vocab-parallel table,
+    plus per_layer_model_projection and a replicated gate/projection pair in every layer."""
+    facts = load_model_dir(TEST_CONFIGS / "google--gemma-4-E4B-it", "google/gemma-4-E4B-it")
+    split = facts.params
+    assert split is not None
+    assert split.layer_embedding == 262144 * 42 * 256
+    assert facts.per_layer_vocab == 262144
+    # the text model alone is ~7.5e9 parameters (bf16 14.0 GiB); without the table 4.7e9
+    assert 7.4e9 < split.total < 7.6e9
+    weights = facts.weight_bytes_per_rank(1, 1) / GIB
+    assert 13.9 < weights < 14.1  # vLLM loaded 15.18 GiB incl. the (unconfigured) towers
+    # vocab-parallel: the table splits over TP like the token embedding
+    assert facts.weight_bytes_per_rank(2, 1) < 0.55 * facts.weight_bytes_per_rank(1, 1)
+
+
+def test_per_layer_inputs_absent_without_the_keys():
+    facts = load_model_dir_from(TINY_LLAMA)
+    assert facts.params is not None and facts.params.layer_embedding == 0
+
+
+def test_gemma4_double_wide_mlp_on_kv_shared_layers():
+    """gemma4.py: use_double_wide_mlp doubles intermediate_size on the KV-shared layers."""
+    base = {
+        "architectures": ["Gemma4ForCausalLM"], "model_type": "gemma4_text", "hidden_size": 64,
+        "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "head_dim": 32, "vocab_size": 1000,
+        "num_kv_shared_layers": 2, "max_position_embeddings": 4096,
+    }  # fmt: skip
+    narrow = load_model_dir_from(base).params
+    wide = load_model_dir_from(dict(base, use_double_wide_mlp=True)).params
+    assert narrow is not None and wide is not None
+    assert wide.linear - narrow.linear == 2 * 3 * 64 * 128  # two layers, MLP doubled
+
+
+def test_gemma4_k_eq_v_layers_allocate_the_v_slot():
+    """vLLM's QKVParallelLinear allocates V for attention_k_eq_v full layers (K loaded twice)."""
+    cfg = {
+        "architectures": ["Gemma4ForCausalLM"], "model_type": "gemma4_text", "hidden_size": 64,
+        "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "num_key_value_heads": 2, "head_dim": 16, "global_head_dim": 32,
+        "num_global_key_value_heads": 1, "attention_k_eq_v": True, "vocab_size": 1000,
+        "layer_types": ["sliding_attention", "full_attention"], "sliding_window": 64,
+    }  # fmt: skip
+    split = load_model_dir_from(cfg).params
+    assert split is not None
+    sliding = 64 * (2 * 16 + 2 * 2 * 16) + 2 * 16 * 64
+    full = 64 * (2 * 32 + 2 * 1 * 32) + 2 * 32 * 64  # q, k and the V slot
+    assert split.linear == sliding + full + 2 * 3 * 64 * 128
+
+
+def test_gemma3n_per_layer_intermediate_sizes_are_read():
+    cfg = {
+        "architectures": ["Gemma3nForCausalLM"], "model_type": "gemma3n_text",
+        "hidden_size": 64, "intermediate_size": [128, 256], "num_hidden_layers": 2,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
+        "vocab_size": 1000, "hidden_size_per_layer_input": 8, "vocab_size_per_layer_input": 500,
+        "altup_num_inputs": 4, "laurel_rank": 16, "max_position_embeddings": 4096,
+    }  # fmt: skip
+    split = load_model_dir_from(cfg).params
+    assert split is not None
+    assert split.layer_embedding == 500 * 2 * 8
+    attention = 2 * (64 * (64 + 64) + 64 * 64)
+    mlp = 3 * 64 * (128 + 256)
+    altup = 2 * 3 * 64 * 64 + 2 * 2 * 64 * 16  # (n-1) projections x 2, LAuReL pairs
+    assert split.linear == attention + mlp + 64 * 2 * 8 + altup
+
+
+@pytest.mark.parametrize(
+    ("platform", "version", "tp", "hidden", "inter"),
+    [
+        ("rocm", None, 1, 3072, 3072),  # 0.19+: both round_up 256
+        ("rocm", "0.19.0", 2, 3072, 1536),
+        ("rocm", "0.14.1", 1, 2944, 2944),  # get_padding_alignment() = 128 off gfx950
+        ("rocm", "0.11.0", 1, 3072, 3072),
+        ("rocm", "0.10.2", 1, 2944, 2944),
+        ("rocm", "0.10.1.1", 1, 2880, 2944),  # intermediate only
+        ("cuda", "0.19.0", 1, 3072, 2944),  # Marlin rule; fits the Triton-on-Hopper logs
+        ("cuda", "0.19.0", 2, 3072, 1536),
+    ],
+)
+def test_mxfp4_expert_padding(platform, version, tp, hidden, inter):
+    facts = load_model_dir_from(GPT_OSS_20B)
+    assert facts.moe_shape == (24, 32, 2880, 2880)
+    extra = facts.mxfp4_padding_bytes(tp, 1, platform, version)
+    expected = 24 * 32 * 3 * (hidden * inter - 2880 * (2880 // tp)) * (0.5 + 1 / 32)
+    assert extra == pytest.approx(expected, abs=1)
+    unpadded = facts.weight_bytes_per_rank(tp, 1) - facts.mxfp4_padding_bytes(tp)
+    assert facts.weight_bytes_per_rank(tp, 1, platform=platform, vllm_version=version) == (
+        unpadded + extra
+    )
+
+
+@pytest.mark.parametrize(
+    ("tp", "reported"),
+    [(1, 13.64), (2, 7.01)],  # llm-d-planner v0.19.0 H100 logs (tests/data/vllm_cases_more.yaml)
+)
+def test_gpt_oss_20b_weights_match_vllm_on_h100(tp, reported):
+    facts = load_model_dir_from(GPT_OSS_20B)
+    assert facts.weight_bytes_per_rank(tp, 1) / GIB < reported * 1.04  # ROCm rule pads more
+    got = facts.weight_bytes_per_rank(tp, 1, platform="cuda", vllm_version="0.19.0") / GIB
+    assert got == pytest.approx(reported, rel=0.01)
+
+
+def test_no_mxfp4_padding_for_other_checkpoints():
+    assert load_model_dir_from(TINY_LLAMA).mxfp4_padding_bytes(1) == 0
+    dense = dict(GPT_OSS_20B)
+    del dense["quantization_config"]
+    assert load_model_dir_from(dense).mxfp4_padding_bytes(1) == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "limit"),
+    [
+        ({}, 32768),  # Qwen2.5-72B-Instruct as shipped (vllm#8793: 131072 refused)
+        ({"rope_scaling": {"type": "yarn", "factor": 4.0,
+                           "original_max_position_embeddings": 32768}}, 131072),  # model card
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, 131072),  # original absent
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, 65536),
+        ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, 65536),
+        ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+                           "original_max_position_embeddings": 8192}}, 32768),
+        ({"rope_scaling": {"type": "su", "long_factor": [1.0], "short_factor": [1.0]}}, 32768),
+        ({"rope_scaling": {"type": "longrope", "factor": 4.0}}, 32768),
+        ({"rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}}, 32768),
+        ({"rope_scaling": {"rope_type": "default", "factor": None}}, 32768),
+        ({"rope_parameters": {"full_attention": {"rope_type": "yarn", "factor": 2.0},
+                              "sliding_attention": {"rope_type": "default"}}}, 65536),
+        ({"model_max_length": 16384}, 16384),
+        ({"seq_length": 8192}, 8192),
+    ],
+)  # fmt: skip
+def test_derived_max_model_len_follows_vllm(extra, limit):
+    raw = json.loads((TEST_CONFIGS / "Qwen--Qwen2.5-72B-Instruct" / "config.json").read_text())
+    assert models.derived_max_model_len({**raw, **extra}) == limit
+    assert load_model_dir_from({**raw, **extra}).max_position_embeddings == limit
+
+
+def test_qwen3_30b_a3b_with_yarn_factor_4_accepts_131072():
+    """code39152366792: --rope-scaling yarn factor 4 (original 32768) -> 131072 accepted; the
+    stock config's 40960 refuses it."""
+    raw = catalog_entry("Qwen/Qwen3-30B-A3B")["config"]
+    assert models.derived_max_model_len(raw) == 40960
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+    assert models.derived_max_model_len({**raw, "rope_scaling": yarn}) == 131072
+
+
+def test_gemma3_rope_factor_is_not_applied_again():
+    raw = {"model_type": "gemma3_text", "max_position_embeddings": 131072,
+           "rope_scaling": {"rope_type": "linear", "factor": 8.0}}  # fmt: skip
+    assert models.derived_max_model_len(raw) == 131072
+
+
+def test_gpt_oss_yarn_limit_is_original_times_factor():
+    raw = dict(GPT_OSS_20B, rope_scaling={"rope_type": "yarn", "factor": 32.0,
+                                          "original_max_position_embeddings": 4096})  # fmt: skip
+    assert models.derived_max_model_len(raw) == 131072
+
+
+def test_longrope_default_max_model_len_is_the_original():
+    raw = dict(TINY_LLAMA, max_position_embeddings=131072, original_max_position_embeddings=4096,
+               rope_scaling={"type": "longrope", "long_factor": [1.0], "short_factor": [1.0]})
+    facts = load_model_dir_from(raw)
+    assert (facts.max_position_embeddings, facts.default_max_model_len) == (131072, 4096)
+    assert load_model_dir_from(TINY_LLAMA).default_max_model_len is None
+
+
+@pytest.mark.parametrize(
+    "rope", [{"rope_type": "yarn", "factor": "4"}, {"rope_type": "dynamic", "factor": -1.0}, "x"]
+)
+def test_bad_rope_scaling_is_an_input_error(rope):
+    with pytest.raises(InputError, match="rope_scaling|factor"):
+        load_model_dir_from(dict(TINY_LLAMA, rope_scaling=rope))
+
+
+def test_no_length_key_gives_none():
+    raw = {k: v for k, v in TINY_LLAMA.items() if k != "max_position_embeddings"}
+    assert models.derived_max_model_len(raw) is None
+
+
+def _real_values(model_id: str) -> dict[str, object]:
+    """Values read from a public copy of the model's OWN config.json: a folder of the same
+    name in tests/data/hf-configs, and/or the entry's `real_config.values` (with its sources)."""
+    entry = catalog_entry(model_id)
+    values: dict[str, object] = {}
+    folder = TEST_CONFIGS / model_id.replace("/", "--", 1)
+    if (folder / "config.json").is_file():
+        values.update(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+    real = entry.get("real_config")
+    if real is not None:
+        assert real.get("sources"), f"{model_id}: real_config without sources"
+        values.update(real["values"])
+    return values
+
+
+CHECKED = [m for m in catalog_ids() if _real_values(m)]
+
+
+def test_catalog_real_config_checks_cover_the_entries_with_a_public_config():
+    assert {"Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-72B-Instruct",
+            "google/gemma-4-E4B-it"} <= set(CHECKED)  # fmt: skip
+
+
+@pytest.mark.parametrize("model_id", CHECKED)
+def test_catalog_entry_matches_its_real_config(model_id):
+    """A catalog entry (composed from a sibling or not) must agree with every key that a public
+    copy of its own config.json states; keys the entry lacks are only reported if memory
+    relevant ones (the shape keys) are missing."""
+    config = models._text_config(catalog_entry(model_id)["config"])
+    real = models._text_config(_real_values(model_id))
+    shape = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "vocab_size", "max_position_embeddings")  # fmt: skip
+    for key, value in real.items():
+        if key in config or key in shape:
+            assert config.get(key) == value, (model_id, key)

@@ -222,3 +222,71 @@ def test_small_case_file_runs_and_prints_json(tmp_path, capsys):
         "no config.json for the model", "outcome is a CUDA OOM after the startup checks",
         "setting not supported (unknown kv_cache_dtype 'int3')",
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------- issue 10: the new cases
+
+MORE = REPO / "tests" / "data" / "vllm_cases_more.yaml"
+MORE_CONFIGS = REPO / "tests" / "data" / "hf-configs"
+
+
+@pytest.fixture(scope="module")
+def more() -> dict[str, Any]:
+    result: dict[str, Any] = pa.run_file([MORE], [MORE_CONFIGS])
+    return result
+
+
+def test_error_maxlen_cases_are_predicted_refused(more):
+    r = rows(more)
+    for case_id in ("vllm-8793-qwen25-72b-131k-refused", "longvt-9-qwen25-72b-tp8-131k-refused"):
+        assert (r[case_id]["predicted_starts"], r[case_id]["actual_starts"]) == (False, False)
+        assert r[case_id]["predicted_error"] == pa.MAXLEN_ERROR
+
+
+def test_rope_scaling_setting_lifts_the_limit():
+    """code39152366792 passes --rope-scaling yarn x4: the limit becomes 131072, not refused."""
+    loaded, comments = pa.load_cases(MORE)
+    case = next(c for c in loaded if c["id"].startswith("code39152366792"))
+    assert pa.hf_overrides(case) == {"rope_scaling": {
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}
+    p = pa.prepare(case, [MORE_CONFIGS], comments.get(case["id"], ""))
+    assert p.instances[0].facts.max_position_embeddings == 131072 and not p.maxlen_refused
+    bare = {k: v for k, v in case.items() if k != "settings"}
+    assert pa.prepare(bare, [MORE_CONFIGS], "").maxlen_refused  # 40960 < 131072
+
+
+def test_weights_line_counts_every_case_that_reports_weights(more):
+    w = more["weights"]
+    assert w["planner"]["reporting"] == 8 and w["planner"]["predicted"] == 8
+    by_id = {r["id"]: r for r in w["cases"]}
+    for case_id in ("planner-gptoss20b-h100-tp1-u095-v0190",
+                    "planner-gptoss20b-h100-tp2-u090-v0190", "llmd-bench-gptoss20b-h100-16k",
+                    "llmd-bench-gptoss120b-h100-16k"):
+        assert abs(by_id[case_id]["case_platform_error_pct"]) <= pa.WEIGHTS_TOLERANCE_PCT
+    assert "weights per rank" in pa.render(more)
+
+
+def test_several_case_files_and_config_folders(tmp_path, capsys):
+    first = tmp_path / "first"
+    (first / "acme--tiny").mkdir(parents=True)
+    (first / "acme--tiny" / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048,
+        "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+        "num_key_value_heads": 4, "vocab_size": 32000, "max_position_embeddings": 2048,
+    }), encoding="utf-8")  # fmt: skip
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text("cases:\n- {id: a, kind: ok, model: acme/tiny, gpu: NVIDIA L40S, tp: 1,\n"
+                   "   vllm_version: '0.10.2', gpu_memory_utilization: 0.5, reported: {}}\n",
+                   encoding="utf-8")  # fmt: skip
+    two.write_text("cases:\n- {id: b, kind: error_maxlen, model: acme/tiny, max_model_len: 4096,\n"
+                   "   gpu: 8 GPUs (model not stated), tp: 1, reported: {}}\n", encoding="utf-8")
+    argv = ["--cases", str(one), "--cases", str(two), "--configs", str(empty),
+            "--configs", str(first), "--json"]  # fmt: skip
+    assert pa.main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cases_in_file"] == 2 and out["cases_run"] == 2
+    assert out["start_fail"]["correct"] == 2
+    assert pa.main(["--cases", str(one), "--cases", str(one), "--configs", str(first)]) == 2
+    assert "already read" in capsys.readouterr().err

@@ -397,7 +397,8 @@ def estimate(spec: InstanceSpec) -> Estimate:
         else spec.free_bytes_at_start
     )
     weights = spec.facts.weight_bytes_per_rank(
-        spec.tensor_parallel_size, spec.pipeline_parallel_size, spec.dtype, spec.quantization
+        spec.tensor_parallel_size, spec.pipeline_parallel_size, spec.dtype, spec.quantization,
+        spec.platform, spec.vllm_version,  # MXFP4 experts are padded per platform and release
     )
     act, torchless, graphs = activation_bytes(spec), non_torch_bytes(spec), cudagraph_bytes(spec)
     extensible = extensible_kv_cache(spec)
