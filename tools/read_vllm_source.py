@@ -1790,6 +1790,10 @@ def _wheel_variant(doc: str, src: Source) -> tuple[str, str, str] | None:
 def read_release(version: str, src: Source) -> dict[str, Any]:
     """The data file's content for one release (see the module docstring for the format)."""
     flags, flag_notes = read_serve_flags(src)
+    for name, flag in flags.items():
+        if flag.get("choices") == []:  # a registry filled at run time (reasoning parsers)
+            flag["choices"] = None
+            flag_notes[f"serve_flags.{name}.choices"] = "filled at run time: free-form here"
     rd = Reader(src)
     defaults, evidence = read_defaults(rd)
     tiers, tiers_where = read_batching_defaults(rd)

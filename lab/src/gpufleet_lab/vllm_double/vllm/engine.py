@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _deps, _startup
+from . import args as cli_args
 from ._log import error, info, warning
 
 GIB = 1 << 30
@@ -113,23 +114,36 @@ def load_facts(args: argparse.Namespace) -> _startup.Profile:
     return found
 
 
-DEFAULT_UTILIZATION = 0.9  # vLLM's default before 0.20 (the releases the double plays)
+DEFAULT_UTILIZATION = 0.9  # vLLM's default before 0.20, where the release data has none
 
 
 def utilization(args: argparse.Namespace) -> float:
     value = args.gpu_memory_utilization
-    return DEFAULT_UTILIZATION if value is None else float(value)
+    if value is None:
+        return float(cli_args.release_default("gpu_memory_utilization", DEFAULT_UTILIZATION))
+    return float(value)
+
+
+def block_size(args: argparse.Namespace) -> int:
+    return int(args.block_size or cli_args.release_default("block_size", 16))
+
+
+def requested_len(args: argparse.Namespace) -> int | None:
+    """--max-model-len as given; -1 ('auto', 0.14.1+) is the model's own length, as unset is.
+    (vLLM then shrinks it to what the KV cache holds; the double does not.)"""
+    value = args.max_model_len
+    return None if value == -1 else value
 
 
 def batched_tokens(args: argparse.Namespace, facts: _startup.Profile) -> int:
     """The profiling run's token count: --max-num-batched-tokens, else vLLM's default."""
-    return int(args.max_num_batched_tokens or max(8192, args.max_model_len or 0))
+    return int(args.max_num_batched_tokens or max(8192, requested_len(args) or 0))
 
 
 def check_max_model_len(args: argparse.Namespace, facts: Any) -> None:
     """vLLM refuses a max_model_len above the config's unless explicitly allowed."""
     derived = getattr(facts, "max_position_embeddings", None)
-    if not (args.max_model_len and derived and args.max_model_len > derived):
+    if not (requested_len(args) and derived and args.max_model_len > derived):
         return
     if os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") == "1":
         warning("model.py:1792", f"User-specified max_model_len ({args.max_model_len}) is "
@@ -171,7 +185,7 @@ def configure(args: argparse.Namespace, env: dict[str, str]) -> Engine:
     if problem:
         raise StartupError(f"ValueError: {problem}")
     names = args.served_model_name or [args.model]
-    length = args.max_model_len or facts.max_position_embeddings
+    length = requested_len(args) or facts.max_position_embeddings
     return Engine(args, facts, model_task(facts, args), visible[:world], names, length)
 
 
@@ -236,7 +250,7 @@ def start(engine: Engine) -> None:
         done = _startup.start(
             facts, total=total, utilization=utilization(args),
             max_model_len=engine.max_model_len, batched_tokens=batched_tokens(args, facts),
-            kv_cache_dtype=args.kv_cache_dtype, tp=tp, pp=pp, block_size=args.block_size or 16,
+            kv_cache_dtype=args.kv_cache_dtype, tp=tp, pp=pp, block_size=block_size(args),
             charged=charged if facts.has_kv_cache else 0)
     except _startup.MemoryError_ as e:
         raise StartupError(f"ValueError: {e}") from e

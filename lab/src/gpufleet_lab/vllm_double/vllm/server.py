@@ -111,8 +111,9 @@ class Handler(BaseHTTPRequestHandler):
                                             "param": None, "code": e.status}})
 
     def _authorized(self) -> bool:
-        key = self.engine.args.api_key
-        return not key or self.headers.get("Authorization") == f"Bearer {key}"
+        keys = self.engine.args.api_key  # a list: --api-key takes several keys since 0.10.1
+        keys = [keys] if isinstance(keys, str) else keys or []
+        return not keys or self.headers.get("Authorization") in [f"Bearer {k}" for k in keys]
 
     def _body(self, raw: bytes) -> dict[str, Any]:
         if self.headers.get("Content-Type", "").startswith("multipart/form-data"):
