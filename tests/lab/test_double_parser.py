@@ -41,7 +41,7 @@ def parse(release: str, *argv: str) -> argparse.Namespace:
 
 def rejected(release: str, *argv: str) -> bool:
     try:
-        parse(release, *argv)
+        parser(release).parse_args([MODEL, *argv])  # one parser per release: 300 flags each
     except SystemExit as e:
         assert e.code == 2
         return True
@@ -128,7 +128,8 @@ def test_the_parser_holds_exactly_the_release_flags_aliases_and_choices(release:
     actions = [a for a in parser(release)._actions
                if a.option_strings and not isinstance(a, argparse._HelpAction)]
     built = {a.option_strings[0]: (set(a.option_strings), a.choices) for a in actions}
-    wanted = {n: (_expected_strings(n, e), e.get("choices") if e["arity"] != "bool" else None)
+    # a run-time registry (0.10's reasoning parsers) is free-form: null, or [] in older data
+    wanted = {n: (_expected_strings(n, e), e.get("choices") or None)
               for n, e in flags(release).items()}
     assert built == wanted
 

@@ -50,7 +50,12 @@ def _key(version: str) -> tuple[int, ...]:
 
 def releases_dir() -> Any:
     """gpufleet's per-release data (generated from each vLLM release's source)."""
-    return resources.files("gpufleet.vllm") / "data" / "releases"
+    try:
+        return resources.files("gpufleet.vllm") / "data" / "releases"
+    except ModuleNotFoundError as e:  # pip's isolated build env: no gpufleet in it
+        raise RuntimeError("the vllm-test-double's flags come from gpufleet's release data: "
+                           "build where gpufleet is installed (pip wheel --no-build-isolation)"
+                           ) from e
 
 
 def known_releases() -> list[str]:
