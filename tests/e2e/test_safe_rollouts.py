@@ -215,7 +215,7 @@ def test_controller_killed_mid_upload_leaves_old_or_new(lab: Lab, inv: Path) -> 
     link throttled to 64 kbit/s: the upload takes seconds, and the controller is SIGKILLed once
     the temp file holds part of it. The destination keeps its old bytes; the kernel releases the
     dead run's lock, so the next run converges at once."""
-    host, padding = hosts(lab)[0], 4 * 30_000
+    host = hosts(lab)[0]
     old = sh(lab, host, "sha256sum /etc/gpufleet/embed.env").split()[0]
     pads = {f"GPUFLEET_TEST_PADDING_{i}": "x" * 30_000 for i in range(4)}
     edit(inv, lambda d: [service(d, h, "embed")["env"].update(pads) for h in d["hosts"]])
@@ -236,7 +236,9 @@ def test_controller_killed_mid_upload_leaves_old_or_new(lab: Lab, inv: Path) -> 
     finally:
         subprocess.run(["tc", "qdisc", "del", "dev", link, "root"], check=False)
     assert sh(lab, host, "sha256sum /etc/gpufleet/embed.env").split()[0] == old
-    assert 0 < int(sh(lab, host, f"stat -c %s {temp}").strip()) < padding  # the partial: aside
+    # what landed stays aside under the temporary name (a partial, or all of it when the kill
+    # came between the last write and the rename): the file itself kept its old bytes
+    assert int(sh(lab, host, f"stat -c %s {temp}").strip()) > 0
     status, report = deploy_json(inv)  # no stale lock: it runs, and converges
     assert status == 0, report
     assert sh(lab, host, "grep -c '^GPUFLEET_TEST_PADDING_' /etc/gpufleet/embed.env").strip() \
