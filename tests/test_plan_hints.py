@@ -27,7 +27,7 @@ def shapes(draw):
 @settings(max_examples=300, deadline=None)
 def test_every_proposed_split_is_one_vllm_accepts(shape):
     facts, n = shape
-    split = planning._valid_split(facts, n)
+    split = planning.valid_split(facts, n)
     if split is None:
         return
     tp, pp = split
@@ -79,7 +79,7 @@ def test_a_suggested_utilization_passes_the_free_memory_check(util, used_gib):
 
 def test_a_64_head_model_is_never_split_three_ways():
     facts = replace(LLAMA_70B, num_attention_heads=64, num_kv_heads=8)
-    assert planning._valid_split(facts, 3) == (1, 3)
+    assert planning.valid_split(facts, 3) == (1, 3)
     spec = InstanceSpec(facts=replace(facts, param_count=facts.param_count * 3),
                         gpu_memory_utilization=0.9, max_model_len=4096, vllm_version="0.33.0")
     hint = planning._too_big_hint(_Svc(), spec, estimate(spec), 8)

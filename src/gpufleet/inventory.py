@@ -15,8 +15,10 @@ parsed against vLLM's flags (gpufleet.vllm.flags).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -26,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -74,6 +77,9 @@ Count = Annotated[StrictInt, Field(ge=1, le=10_000)]
 Parallel = Annotated[StrictInt, Field(ge=1, le=64)]
 GpuIndex = Annotated[StrictInt, Field(ge=0, le=63)]
 GiB = Annotated[float, Strict(), Field(gt=0, le=4096, allow_inf_nan=False)]
+FreeGiB = Annotated[float, Strict(), Field(ge=0, le=4096, allow_inf_nan=False)]
+Share = Annotated[float, Strict(), Field(gt=0, le=1, allow_inf_nan=False)]
+Tokens = Annotated[StrictInt, Field(ge=1, le=1 << 40)]
 Seconds = Annotated[float, Strict(), Field(gt=0, le=86_400, allow_inf_nan=False)]
 
 
@@ -123,6 +129,16 @@ class RolloutPolicy(_Strict):
     )
 
 
+class Placement(_Strict):
+    """How `gpufleet place` chooses: see gpufleet.place."""
+
+    objective: Literal["pack", "spread"] = Field(
+        "pack", description="pack: fewest GPUs, whole GPUs left free; spread: balance free memory")
+    margin: Annotated[float, Strict(), Field(ge=0, le=0.5, allow_inf_nan=False)] = Field(
+        0.05, description="share of each budget kept over the predicted minimum KV need")
+    headroom_gib: FreeGiB = Field(0.0, description="memory kept free on every GPU")
+
+
 class Fleet(_Strict):
     name: Label
     gpu: StrictStr = "mi300x"
@@ -148,6 +164,7 @@ class Fleet(_Strict):
         default_factory=dict, description="deploy knobs (group_data/all.py), e.g. mirror URLs"
     )
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)  # type: ignore[arg-type]
+    placement: Placement = Field(default_factory=Placement)  # type: ignore[arg-type]
 
     @model_validator(mode="before")
     @classmethod
@@ -184,7 +201,8 @@ class Service(_Knobs):
     model: ModelId | None = None
     revision: Revision | None = None
     model_path: LocalDir | None = Field(None, description="folder with config.json (planning)")
-    gpus: list[GpuIndex] = Field(min_length=1, max_length=64)
+    # Unset (with gpu_memory_utilization, parallelism): `gpufleet place` chooses them.
+    gpus: list[GpuIndex] | None = Field(None, min_length=1, max_length=64)
     port: Port
     bind: IpLiteral | None = Field(None, description="address it listens on (over host, fleet)")
     memory_gib: GiB | None = None
@@ -198,6 +216,23 @@ class Service(_Knobs):
     secrets: dict[PosixName, PosixName] = Field(
         default_factory=dict, description="ENV_VAR: secret name from fleet.secrets"
     )
+    # Requirements (gpufleet place sizes and places from them; gpufleet plan checks them).
+    concurrency: Count | None = Field(
+        None, description="requests of max_model_len tokens the KV cache holds at once")
+    kv_tokens: Tokens | None = Field(None, description="tokens the KV cache holds at least")
+    replicas: Annotated[StrictInt, Field(ge=1, le=64)] = Field(
+        1, description="copies `place` puts in different failure domains (spread)")
+    spread: Literal["gpu", "host"] = Field("gpu", description="what replicas never share")
+    dedicated: StrictBool = Field(False, description="nothing else on this service's GPUs")
+    host: HostName | None = Field(None, description="top-level services: the host to place on")
+
+    @property
+    def on_gpus(self) -> list[int]:
+        """The GPUs of a placed service: plan, render and deploy read placed inventories only
+        (load() refuses a service without `gpus` unless it reads `place`'s input)."""
+        if self.gpus is None:
+            raise RuntimeError(f"service {self.name} has no GPUs yet: run gpufleet place")
+        return self.gpus
 
     if TYPE_CHECKING:
         def __getattr__(self, name: str) -> Any: ...  # the knobs (see _Knobs)
@@ -214,12 +249,17 @@ class Host(_Strict):
     )
     bind: IpLiteral | None = Field(None, description="address its services listen on")
     settings: Annotated[dict[str, Any], SETTINGS] = Field(default_factory=dict)
+    reserved: StrictBool | dict[GpuIndex, Share] = Field(
+        False, description="true: `place` puts nothing here; {gpu: share}: keep that share free")
+    headroom_gib: FreeGiB | None = Field(None, description="over fleet.placement.headroom_gib")
     services: list[Service] = Field(default_factory=list)
 
 
 class InventoryModel(_Strict):
     fleet: Fleet
     hosts: dict[HostName, Host] = Field(min_length=1)
+    services: list[Service] = Field(
+        default_factory=list, description="services with no host yet: `gpufleet place` puts them")
 
 
 class Inventory:
@@ -257,18 +297,21 @@ class Inventory:
 # ---------------------------------------------------------------- loading
 
 
-def load(path: str | Path) -> Inventory:
-    """Read, validate and cross-check an inventory file. Raises InputError(s) with locations."""
+def load(path: str | Path, *, placing: bool = False) -> Inventory:
+    """Read, validate and cross-check an inventory file. Raises InputError(s) with locations.
+
+    `placing`: the inventory is `gpufleet place`'s input, so services may still lack `gpus`
+    and the top-level `services:` list may hold services with no host yet."""
     with paused_gc():
-        return _build(load_file(path))
+        return _build(load_file(path), placing)
 
 
-def loads(text: str, filename: str = "<inventory>") -> Inventory:
+def loads(text: str, filename: str = "<inventory>", *, placing: bool = False) -> Inventory:
     with paused_gc():
-        return _build(load_text(text, filename))
+        return _build(load_text(text, filename), placing)
 
 
-def _build(source: Located) -> Inventory:
+def _build(source: Located, placing: bool = False) -> Inventory:
     if not isinstance(source.data, dict):
         raise InputError(
             "the inventory must be a mapping with `fleet:` and `hosts:`",
@@ -280,7 +323,7 @@ def _build(source: Located) -> Inventory:
     except ValidationError as exc:
         raise InputErrors([_explain(err, source) for err in exc.errors()]) from None
     inventory = Inventory(model, source)
-    problems = check_consistency(inventory)
+    problems = check_consistency(inventory, placing=placing)
     if problems:
         raise InputErrors(problems)
     return inventory
@@ -378,38 +421,33 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 # ---------------------------------------------------------------- cross-field checks
 
 
-def check_consistency(inv: Inventory) -> list[InputError]:
+def check_consistency(inv: Inventory, *, placing: bool = False) -> list[InputError]:
     """What the schema alone cannot see: GPU indices, ports, names, kinds vs memory keys."""
     problems: list[InputError] = []
     for host_name, host in inv.hosts.items():
+        problems += _check_host(inv, host_name, host)
         ports: dict[int, str] = {}
         names: set[str] = set()
-        gpu = (host.gpu or inv.fleet.gpu).lower()
-        if gpu not in GPU_MODELS:
-            problems.append(
-                InputError(
-                    f"host {host_name}: unknown GPU model {gpu!r}",
-                    where=inv.where("hosts", host_name, "gpu"),
-                    hint=f"known: {', '.join(GPU_MODELS)}",
-                )
-            )
-        for index in host.gpu_memory_gib:
-            if index >= host.gpu_count:
-                problems.append(
-                    InputError(
-                        f"host {host_name}: gpu_memory_gib names GPU {index}, but the host has "
-                        f"{host.gpu_count} GPUs (0-{host.gpu_count - 1})",
-                        where=inv.where("hosts", host_name, "gpu_memory_gib", index),
-                    )
-                )
         for i, svc in enumerate(host.services):
-            problems += _check_service(inv, host_name, host, i, svc)
+            where = functools.partial(_located, inv, ("hosts", host_name, "services", i))
+            problems += _check_service(inv, f"host {host_name}, service {svc.name}", host,
+                                       where, svc, placing)
+            if svc.replicas > 1 and svc.spread == "host":
+                problems.append(InputError(
+                    f"host {host_name}, service {svc.name}: replicas with `spread: host` cannot "
+                    "sit under one host", where=where("spread"),
+                    hint="move the service to the top-level `services:` list"))
+            if svc.host is not None:
+                problems.append(InputError(
+                    f"host {host_name}, service {svc.name}: `host:` is for the top-level "
+                    "`services:` list; this service already sits under a host",
+                    where=where("host"), hint="remove `host:`"))
             if svc.port in ports:
                 problems.append(
                     InputError(
                         f"host {host_name}: port {svc.port} of service {svc.name} is already "
                         f"used by {ports[svc.port]}",
-                        where=inv.service_where(host_name, i, "port"),
+                        where=where("port"),
                         hint="every service on a host needs its own port",
                     )
                 )
@@ -418,37 +456,101 @@ def check_consistency(inv: Inventory) -> list[InputError]:
                 problems.append(
                     InputError(
                         f"host {host_name}: service name {svc.name!r} is used twice",
-                        where=inv.service_where(host_name, i, "name"),
+                        where=where("name"),
                         hint="names identify systemd units and must be unique on a host",
                     )
                 )
             names.add(svc.name)
+    return problems + _check_unplaced(inv, placing)
+
+
+def _check_host(inv: Inventory, host_name: str, host: Host) -> list[InputError]:
+    problems = []
+    gpu = (host.gpu or inv.fleet.gpu).lower()
+    if gpu not in GPU_MODELS:
+        problems.append(
+            InputError(
+                f"host {host_name}: unknown GPU model {gpu!r}",
+                where=inv.where("hosts", host_name, "gpu"),
+                hint=f"known: {', '.join(GPU_MODELS)}",
+            )
+        )
+    keyed = [("gpu_memory_gib", i) for i in host.gpu_memory_gib]
+    if isinstance(host.reserved, dict):
+        keyed += [("reserved", i) for i in host.reserved]
+    for key, index in keyed:
+        if index >= host.gpu_count:
+            problems.append(
+                InputError(
+                    f"host {host_name}: {key} names GPU {index}, but the host has "
+                    f"{host.gpu_count} GPUs (0-{host.gpu_count - 1})",
+                    where=inv.where("hosts", host_name, key, index),
+                )
+            )
     return problems
 
 
+PLACE_HINT = "run `gpufleet place INVENTORY --out placed.yml` and plan or deploy placed.yml"
+
+
+def _check_unplaced(inv: Inventory, placing: bool) -> list[InputError]:
+    """The top-level `services:` list: services `gpufleet place` still has to put on a host."""
+    problems: list[InputError] = []
+    names: set[str] = set()
+    for i, svc in enumerate(inv.model.services):
+        where = functools.partial(_located, inv, ("services", i))
+        label = f"service {svc.name} (top-level services)"
+        if not placing:
+            problems.append(InputError(
+                f"{label} has no host yet: `gpufleet plan` and `deploy` read placed inventories",
+                where=where(None), hint=PLACE_HINT))
+            continue
+        host = None
+        if svc.host is not None:
+            host = inv.hosts.get(svc.host)
+            if host is None:
+                problems.append(InputError(
+                    f"{label}: host {svc.host!r} is not in the inventory", where=where("host"),
+                    hint=f"hosts: {', '.join(inv.hosts)}"))
+        elif svc.gpus is not None:
+            problems.append(InputError(
+                f"{label}: `gpus` pins GPUs of a host, but no `host:` is given",
+                where=where("gpus"), hint="add `host:` or remove `gpus`"))
+        problems += _check_service(inv, label, host, where, svc, placing)
+        if svc.name in names:
+            problems.append(InputError(f"{label}: the name is used twice in `services:`",
+                                       where=where("name"), hint="give each its own name"))
+        names.add(svc.name)
+    return problems
+
+
+def _located(inv: Inventory, at: Path_, *keys: str | int | None) -> str:
+    """Where a service (`at`) or one of its keys is: file:line:column."""
+    return inv.source.where(at + tuple(k for k in keys if k is not None))
+
+
 def _check_service(
-    inv: Inventory, host_name: str, host: Host, i: int, svc: Service
+    inv: Inventory, label: str, host: Host | None, where: Callable[..., str],
+    svc: Service, placing: bool,
 ) -> list[InputError]:
     problems: list[InputError] = []
 
     def bad(what: str, key: str | None, hint: str | None = None) -> None:
-        problems.append(
-            InputError(
-                f"host {host_name}, service {svc.name}: {what}",
-                where=inv.service_where(host_name, i, key),
-                hint=hint,
-            )
-        )
+        problems.append(InputError(f"{label}: {what}", where=where(key), hint=hint))
 
-    for gpu in svc.gpus:
-        if gpu >= host.gpu_count:
+    if svc.gpus is None and not placing:
+        bad("no `gpus`: gpufleet plan and deploy need every service on its GPUs", None,
+            PLACE_HINT)
+    for gpu in svc.gpus or []:
+        if host is not None and gpu >= host.gpu_count:
             bad(
                 f"GPU index {gpu} is out of range: the host has {host.gpu_count} GPUs "
                 f"(0-{host.gpu_count - 1})",
                 "gpus",
             )
-    if len(set(svc.gpus)) != len(svc.gpus):
+    if svc.gpus is not None and len(set(svc.gpus)) != len(svc.gpus):
         bad(f"GPU list {svc.gpus} names a GPU twice", "gpus")
+    problems += _check_requirements(svc, bad, placing)
     if svc.kind.runs_vllm:
         if not svc.model:
             bad(f"kind {svc.kind.value} runs vLLM and needs `model`", None)
@@ -460,7 +562,7 @@ def _check_service(
                 "remove memory_gib and set gpu_memory_utilization",
             )
         ranks = svc.tensor_parallel_size * svc.pipeline_parallel_size
-        if ranks != len(svc.gpus):
+        if svc.gpus is not None and ranks != len(svc.gpus):
             bad(
                 f"tensor_parallel_size x pipeline_parallel_size = {ranks}, but {len(svc.gpus)} "
                 f"GPU(s) are listed {svc.gpus}",
@@ -473,7 +575,8 @@ def _check_service(
                 f"kind {svc.kind.value} does not run vLLM: declare its footprint with memory_gib",
                 None,
             )
-        for key in ("gpu_memory_utilization", "kv_cache_memory_bytes", "max_model_len"):
+        for key in ("gpu_memory_utilization", "kv_cache_memory_bytes", "max_model_len",
+                    "concurrency", "kv_tokens"):
             if getattr(svc, key) is not None:
                 bad(f"{key} only applies to vLLM kinds (llm, embed, rerank, whisper)", key)
         if svc.kind is Kind.CUSTOM and not svc.command:
@@ -489,10 +592,8 @@ def _check_service(
         for problem in vllm_flags.check(svc.extra_args):
             problems.append(
                 InputError(
-                    f"host {host_name}, service {svc.name}: {problem.message}",
-                    where=inv.source.where(
-                        ("hosts", host_name, "services", i, "extra_args", problem.index)
-                    ),
+                    f"{label}: {problem.message}",
+                    where=where("extra_args", problem.index),
                     hint=problem.hint,
                 )
             )
@@ -510,6 +611,18 @@ def _check_service(
                 "give the program's path first, then its arguments",
             )
     return problems
+
+
+def _check_requirements(svc: Service, bad: Callable[..., None], placing: bool) -> list[InputError]:
+    """Replicas are copies `place` puts on GPUs it chooses; a placed inventory has none left."""
+    if svc.replicas > 1:
+        if svc.gpus is not None:
+            bad(f"replicas: {svc.replicas} with pinned `gpus`: copies cannot share the same "
+                "GPUs", "replicas", "remove `gpus` (place chooses them) or `replicas`")
+        elif not placing:
+            bad(f"replicas: {svc.replicas} is a requirement for `gpufleet place`", "replicas",
+                PLACE_HINT)
+    return []
 
 
 # ---------------------------------------------------------------- paths on hosts

@@ -88,7 +88,7 @@ class PlannedService:
 
     @property
     def gpus(self) -> tuple[int, ...]:
-        return tuple(self.service.gpus)
+        return tuple(self.service.on_gpus)
 
     def to_dict(self) -> dict[str, object]:
         svc, est = self.service, self.estimate
@@ -97,7 +97,7 @@ class PlannedService:
             "kind": svc.kind.value,
             "model": svc.model,
             "revision": svc.revision,
-            "gpus": list(svc.gpus),
+            "gpus": list(svc.on_gpus),
             "port": svc.port,
             "bind": self.bind,
             "start_index": self.start_index,
@@ -232,11 +232,11 @@ def plan_host(
                                        {} if models is None else models)
         services.append(planned)
         findings += found
-        for g in svc.gpus:
+        for g in svc.on_gpus:
             gpus[g].segments.append((svc.name, planned.footprint_bytes))
             if planned.estimate:
                 gpus[g].utilization_sum += planned.estimate.utilization
-    findings += _gpu_findings(name, gpus)
+    findings += _gpu_findings(name, gpus) + _placement_findings(name, host, gpus, services)
     return PlannedHost(name, host, model_name, gpus, services), findings
 
 
@@ -249,7 +249,7 @@ def _plan_service(
     earlier: list[PlannedService],
     models: ModelMemo,
 ) -> tuple[PlannedService, list[Finding]]:
-    after = tuple(p.name for p in earlier if set(p.gpus) & set(svc.gpus))
+    after = tuple(p.name for p in earlier if set(p.gpus) & set(svc.on_gpus))
     bind = bind_address(inv, host, svc)
     exposure = _exposure_findings(inv, host, svc, bind)
     if not svc.kind.runs_vllm:
@@ -276,7 +276,7 @@ def _flag_findings(inv: Inventory, host: str, svc: Service, args: tuple[str, ...
     if not versions.known(version):
         return []
     words = list(args[2:])  # after `serve MODEL`
-    gpu = svc.gpus[0] if len(svc.gpus) == 1 else None
+    gpu = svc.on_gpus[0] if len(svc.on_gpus) == 1 else None
     own = len(words) - len(svc.extra_args)
     return [Finding("error", "flag_not_in_release", p.message, host, gpu, svc.name,
                     p.hint if p.index >= own else f"{p.hint} (a flag gpufleet renders for "
@@ -311,7 +311,16 @@ def _has_api_key(svc: Service) -> bool:
 
 def resolve_model(inv: Inventory, host: str, index: int, svc: Service) -> ModelFacts:
     """Model facts from the service's local folder, the HF cache or the bundled catalog."""
-    where = inv.service_where(host, index, "model_path" if svc.model_path else "model")
+    return model_facts(inv, svc, inv.service_where(host, index, model_key(svc)))
+
+
+def model_key(svc: Service) -> str:
+    """The key that names a service's model: where a model error points."""
+    return "model_path" if svc.model_path else "model"
+
+
+def model_facts(inv: Inventory, svc: Service, where: str) -> ModelFacts:
+    """resolve_model for a service anywhere in the file (`where`: its model key)."""
     try:
         if svc.model_path:
             folder = (inv.path.parent / svc.model_path).resolve()
@@ -339,7 +348,7 @@ def instance_spec(
     inv: Inventory, host: str, svc: Service, facts: ModelFacts, gpus: list[PlannedGpu]
 ) -> InstanceSpec:
     """The instance as it will start: its GPUs' total and what earlier services left free."""
-    mine = [gpus[g] for g in svc.gpus]
+    mine = [gpus[g] for g in svc.on_gpus]
     total = min(g.total_bytes for g in mine)
     free_before = min(g.free_bytes for g in mine)  # the tightest rank decides
     vendor = gpu_model(_host_gpu(inv, host)).vendor
@@ -394,7 +403,7 @@ def _service_findings(
     out: list[Finding] = []
 
     def add(severity: str, code: str, message: str, hint: str | None = None) -> None:
-        gpu = svc.gpus[0] if len(svc.gpus) == 1 else None
+        gpu = svc.on_gpus[0] if len(svc.on_gpus) == 1 else None
         out.append(Finding(severity, code, message, host, gpu, svc.name, hint))
 
     if not est.starts and est.error_kind:
@@ -435,6 +444,9 @@ def _service_findings(
         )
     for code, message, hint in _scheduler_problems(svc, spec):
         add("error", code, message, hint)
+    for message in _requirement_problems(svc, est):
+        add("error", "requirement_unmet", message,
+            "raise gpu_memory_utilization, or let `gpufleet place` size it (leave it unset)")
     out += _parallel_findings(host, svc, spec)
     out += _vendor_findings(inv, host, svc)
     if not (svc.revision and _COMMIT.fullmatch(svc.revision)):
@@ -531,7 +543,7 @@ def _image_version_findings(inv: Inventory, version: str) -> list[Finding]:
 def _exposure_findings(inv: Inventory, host: str, svc: Service, bind: str) -> list[Finding]:
     """Network warnings: an unauthenticated service beyond loopback, a moving image tag."""
     out: list[Finding] = []
-    gpu = svc.gpus[0] if len(svc.gpus) == 1 else None
+    gpu = svc.on_gpus[0] if len(svc.on_gpus) == 1 else None
     key = svc.kind.api_key_env
     if key is not None and not _has_api_key(svc) and not ipaddress.ip_address(bind).is_loopback:
         out.append(Finding(
@@ -596,7 +608,7 @@ def _vendor_findings(inv: Inventory, host: str, svc: Service) -> list[Finding]:
         behaviours=frozenset(b for b in rules.release_behaviours if has(version, b)),
         env=dict(svc.env), attention_backend=vllm_flags.value_of(svc.extra_args,
                                                                  "--attention-backend"))
-    gpu = svc.gpus[0] if len(svc.gpus) == 1 else None
+    gpu = svc.on_gpus[0] if len(svc.on_gpus) == 1 else None
     return [Finding(a.severity, a.code, a.message, host, gpu, svc.name, a.hint)
             for a in rules.serving_advice(serving)]
 
@@ -652,7 +664,7 @@ def _too_big_hint(svc: Service, spec: InstanceSpec, est: Estimate, gpu_count: in
     what = (f"the weights take {est.weights_bytes / GIB:.0f} GiB per GPU of a "
             f"{est.budget_bytes / GIB:.0f} GiB budget")
     for n in range(need, gpu_count + 1):
-        split = _valid_split(spec.facts, n)
+        split = valid_split(spec.facts, n)
         if split is not None:
             tp, pp = split
             shape = f"tensor_parallel_size {tp}" + (f" x pipeline_parallel_size {pp}"
@@ -662,7 +674,7 @@ def _too_big_hint(svc: Service, spec: InstanceSpec, est: Estimate, gpu_count: in
             "checkpoint (or a host with more GPUs)")
 
 
-def _valid_split(facts: ModelFacts, n: int) -> tuple[int, int] | None:
+def valid_split(facts: ModelFacts, n: int) -> tuple[int, int] | None:
     """The widest tensor-parallel split of n GPUs vLLM accepts (heads and KV heads divide),
     the rest as pipeline stages; None when none fits the layer count."""
     for tp in range(n, 0, -1):
@@ -678,14 +690,52 @@ def _tp_ok(facts: ModelFacts, tp: int) -> bool:
 
 
 def _parallel_hint(svc: Service, facts: ModelFacts) -> str:
-    n = len(svc.gpus)
-    split = _valid_split(facts, n) or (1, n)
+    n = len(svc.on_gpus)
+    split = valid_split(facts, n) or (1, n)
     best = split[0]
     return (
         f"{facts.num_attention_heads} attention heads split over tensor_parallel_size {best} x "
         f"pipeline_parallel_size {n // best} on these {n} GPUs"
         + (" (pipeline parallelism splits layers, not heads)" if best < n else "")
     )
+
+
+def _requirement_problems(svc: Service, est: Estimate) -> list[str]:
+    """The service's own `kv_tokens` / `concurrency` against what its KV cache holds."""
+    if not est.starts:  # the failed start is the finding already
+        return []
+    out = []
+    if svc.kv_tokens is not None and est.kv_tokens < svc.kv_tokens:
+        out.append(f"asks for kv_tokens {svc.kv_tokens:,}; its KV cache holds {est.kv_tokens:,}")
+    if svc.concurrency is not None and est.max_concurrency < svc.concurrency:
+        out.append(f"asks for concurrency {svc.concurrency} at max_model_len "
+                   f"{est.max_model_len}; its KV cache holds {est.max_concurrency:g}")
+    return out
+
+
+def _placement_findings(host: str, spec: Host, gpus: list[PlannedGpu],
+                        services: list[PlannedService]) -> list[Finding]:
+    """`dedicated` services alone on their GPUs; `reserved` memory left free."""
+    out = []
+    for p in services:
+        if p.service.dedicated:
+            for g in p.gpus:
+                others = [n for n, _ in gpus[g].segments if n != p.name]
+                if others:
+                    out.append(Finding("error", "dedicated_shared",
+                                       f"{p.name} is dedicated but GPU {g} also runs "
+                                       f"{', '.join(others)}", host, g, p.name,
+                                       "move the others, or drop `dedicated`"))
+    shares = spec.reserved if isinstance(spec.reserved, dict) else {}
+    for gpu in gpus:
+        keep = 1.0 if spec.reserved is True else shares.get(gpu.index, 0.0)
+        if keep and gpu.segments and gpu.free_bytes < keep * gpu.total_bytes:
+            out.append(Finding("warning", "reserved_used",
+                               f"GPU {gpu.index} keeps {keep:.0%} reserved but only "
+                               f"{gpu.free_bytes / GIB:.1f} GiB of {gpu.total_bytes / GIB:.0f} "
+                               "GiB are free", host, gpu.index, None,
+                               "move a service off it, or change `reserved`"))
+    return out
 
 
 def _parallel_findings(host: str, svc: Service, spec: InstanceSpec) -> list[Finding]:

@@ -7,6 +7,7 @@ and gevent, 0.6 s of imports that `plan` has no use for).
 
 SUMMARIES = {
     "plan": "plan GPU memory for every instance and GPU; report findings",
+    "place": "choose GPUs, utilizations and parallelism from what services need",
     "estimate": "estimate one vLLM instance's memory and startup checks",
     "models": "list the bundled model catalog",
     "render": "write the systemd units and env files each host gets",
