@@ -61,3 +61,20 @@ def test_the_product_wheel_holds_no_lab() -> None:
     assert not [p for p in package.rglob("*") if "vllm_double" in p.parts or p.name == "fakegpu.py"]
     lab = tomllib.loads((REPO / "lab" / "pyproject.toml").read_text())
     assert lab["project"]["entry-points"]["gpufleet.commands"] == {"lab": "gpufleet_lab.command"}
+
+
+def test_the_built_wheel_holds_the_product_and_no_lab(tmp_path: Path) -> None:
+    """Built for real by the project's own build backend (what `pip wheel .` runs): the wheel
+    carries the package and its data, and nothing of the lab distribution."""
+    import subprocess
+    import sys
+    import zipfile
+
+    build = "import sys; from hatchling.build import build_wheel; print(build_wheel(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", build, str(tmp_path)], cwd=REPO, check=True,
+                          capture_output=True, text=True)
+    with zipfile.ZipFile(tmp_path / done.stdout.strip().splitlines()[-1]) as wheel:
+        names = wheel.namelist()
+    assert "gpufleet/cli.py" in names and "gpufleet/vllm/data/releases/0.19.1.json" in names
+    assert not [n for n in names if "gpufleet_lab" in n or "vllm_double" in n
+                or n.endswith("fakegpu.py") or n.startswith(("lab/", "tests/"))]

@@ -282,8 +282,10 @@ def test_weights_larger_than_the_budget_leave_no_kv_cache(start, gpus: Path) -> 
 
 
 def test_a_kv_cache_too_small_for_max_model_len_fails_with_vllms_numbers(start) -> None:  # type: ignore[no-untyped-def]
-    # 0.1 x 192 GiB = 19.2 GiB, 18.9 GiB of it weights: ~0.1 GiB of KV at 1 MiB per token
-    memory = json.dumps({"weights_bytes": int(18.9 * GIB), "kv_bytes_per_token": 1 << 20})
+    # 0.1 x 192 GiB = 19.2 GiB, 18.9 GiB of it weights: ~0.1 GiB of KV at 1 MiB per token; the
+    # recorded activation and non-torch memory are zeroed so the test sets every number it relies on
+    memory = json.dumps({"weights_bytes": int(18.9 * GIB), "kv_bytes_per_token": 1 << 20,
+                         "activation_bytes_per_token": 0, "non_torch_bytes": 0})
     code, err = start("--gpu-memory-utilization", "0.1", "--max-model-len", "4096",
                       "--max-num-batched-tokens", "1024", VLLM_TEST_DOUBLE_MEMORY=memory).finish()
     assert code == 1

@@ -1,8 +1,12 @@
 """The double's own startup memory, in the order vLLM's V1 worker does it (0.11–0.21 wording).
 
-Per model, the numbers come from startups.json (set by hand from each model's published facts)
-or from a test (VLLM_TEST_DOUBLE_MEMORY, JSON with the same keys): never from gpufleet's planner,
-so a planner error shows in the lab as a failed start or a finding, as it would on a real host.
+Per model, the numbers come from startups.json or from a test (VLLM_TEST_DOUBLE_MEMORY, JSON with
+the same keys): never from gpufleet's planner, so a planner error shows in the lab as a failed
+start or a finding, as it would on a real host. startups.json is generated (by the lab's
+gpufleet_lab/vllm_double/recorded.py, not shipped in the wheel) from recorded_startups.yaml:
+real vLLM startup logs quoted verbatim with their URLs ("Model loading took X GiB", the
+profiling run's activation peak / its max_num_batched_tokens, non-torch memory, graph capture),
+or a cited checkpoint fact for a model no log was found for. Each number there names its quote.
 
     budget      = gpu_memory_utilization x total memory of the GPU
     free check  : the free memory after this process's HIP context must hold the budget
@@ -22,7 +26,7 @@ from typing import Any
 
 GIB = 1 << 30
 MEMORY_ENV = "VLLM_TEST_DOUBLE_MEMORY"
-STARTUPS = Path(__file__).with_name("startups.json")
+STARTUPS = Path(__file__).with_name("startups.json")  # generated: see recorded_startups.yaml
 NO_KV = ("No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
          "when initializing the engine.")
 
@@ -33,7 +37,7 @@ class MemoryError_(Exception):
 
 @dataclass(frozen=True)
 class Profile:
-    """How one model starts (see startups.json)."""
+    """How one model starts (startups.json: recorded startups; structure from config.json)."""
 
     model: str
     architecture: str
