@@ -16,7 +16,8 @@ from gpufleet.gpu.models import GIB, gpu_model
 from gpufleet.inventory import Host, Inventory, Service
 from gpufleet.place import demand, solve
 from gpufleet.place.demand import Need, Shortfall, Sizing
-from gpufleet.plan import model_facts, model_key
+from gpufleet.plan import ModelMemo, model_facts, model_key
+from gpufleet.vllm import knobs
 from gpufleet.vllm.memory import estimate
 from gpufleet.vllm.models import ModelFacts
 
@@ -96,7 +97,8 @@ def place(inv: Inventory, objective: str | None = None, time_limit_s: float = 20
     objective = objective or inv.fleet.placement.objective
     out = Outcome(objective, inv.fleet.placement.margin)
     entries = _entries(inv)
-    sizings = {id(e): _sizings(inv, e, out) for e in entries}
+    memo = Memo()  # a fleet names a few dozen models and repeats the same asks
+    sizings = {id(e): _sizings(inv, e, out, memo) for e in entries}
     held, in_use, closed = _pinned(inv, entries, sizings, out)
     slots = _slots(inv, held, in_use, closed)
     movable = [e for e in entries if not e.pinned]
@@ -109,7 +111,8 @@ def place(inv: Inventory, objective: str | None = None, time_limit_s: float = 20
     problem = solve.Problem(tuple(slots), tuple(items), objective)
     out.result = solve.solve(problem, time_limit_s)
     if out.result.assignment is None:
-        out.reasons += _why_infeasible(problem, time_limit_s)
+        dedicated = [e.svc.name for e in movable if e.svc.dedicated]  # named in the reason
+        out.reasons += _why_infeasible(problem, time_limit_s, dedicated)
         return out
     out.placed = _named(inv, entries, sizings, movable, out.result.assignment)
     return out
@@ -118,20 +121,28 @@ def place(inv: Inventory, objective: str | None = None, time_limit_s: float = 20
 def _entries(inv: Inventory) -> list[Entry]:
     found = []
     at: tuple[str | int, ...]
+    models: ModelMemo = {}  # read once per run, as the plan does
     for name, host in inv.hosts.items():
         for i, svc in enumerate(host.services):
             at = ("hosts", name, "services", i)
-            found.append(Entry(svc, at, name, _facts(inv, svc, at)))
+            found.append(Entry(svc, at, name, _facts(inv, svc, at, models)))
     for i, svc in enumerate(inv.model.services):
         at = ("services", i)
-        found.append(Entry(svc, at, svc.host, _facts(inv, svc, at)))
+        found.append(Entry(svc, at, svc.host, _facts(inv, svc, at, models)))
     return found
 
 
-def _facts(inv: Inventory, svc: Service, at: tuple[str | int, ...]) -> ModelFacts | None:
+def _facts(inv: Inventory, svc: Service, at: tuple[str | int, ...],
+           models: ModelMemo | None = None) -> ModelFacts | None:
     if not svc.kind.runs_vllm:
         return None
-    return model_facts(inv, svc, inv.source.where((*at, model_key(svc))))
+    key = (svc.model, svc.revision, svc.model_path)
+    if models is not None and key in models:
+        return models[key]
+    facts = model_facts(inv, svc, inv.source.where((*at, model_key(svc))))
+    if models is not None:
+        models[key] = facts
+    return facts
 
 
 def _key(e: Entry) -> str:
@@ -139,6 +150,23 @@ def _key(e: Entry) -> str:
 
 
 # ---------------------------------------------------------------- sizing
+
+
+@dataclass
+class Memo:
+    """What one `place` run computes once: per host its GPU sizes and headroom, per set of
+    candidate hosts its GPU classes, and each sizing by everything `_size` reads (services
+    that ask the same of the same model on the same GPU size get the same answer)."""
+
+    hosts: dict[str, tuple[list[int], int]] = field(default_factory=dict)
+    classes: dict[str | None, dict[int, tuple[int, int]]] = field(default_factory=dict)
+    sizes: dict[tuple[object, ...], Sizing | Shortfall] = field(default_factory=dict)
+
+    def host(self, inv: Inventory, name: str) -> tuple[list[int], int]:
+        if name not in self.hosts:
+            host = inv.hosts[name]
+            self.hosts[name] = (_totals(inv, host), _headroom(inv, host))
+        return self.hosts[name]
 
 
 def _totals(inv: Inventory, host: Host) -> list[int]:
@@ -158,21 +186,52 @@ def _candidates(inv: Inventory, e: Entry) -> list[str]:
     return [h for h, host in inv.hosts.items() if host.reserved is not True]
 
 
-def _sizings(inv: Inventory, e: Entry, out: Outcome) -> dict[int, Sizing | Shortfall]:
+def _sizings(inv: Inventory, e: Entry, out: Outcome, memo: Memo | None = None
+             ) -> dict[int, Sizing | Shortfall]:
     """Per GPU size among the hosts it may go to: its sizing, or why it does not fit."""
-    classes: dict[int, tuple[int, int]] = {}  # total -> (most GPUs on one host, headroom)
+    memo = memo if memo is not None else Memo()
+    classes = _classes(inv, e, memo)
+    # Pooling models (embed, rerank) hold no KV cache: nothing to state, so no note for them.
+    if (e.svc.kind.runs_vllm and not Need.of(e.svc).stated and e.svc.gpu_memory_utilization is None
+            and not (e.facts is not None and e.facts.is_pooling)):
+        out.notes.append(f"service {e.svc.name} states neither concurrency nor kv_tokens: "
+                         "sized for one request of max_model_len")
+    return {t: _size_once(inv, e, t, most, room, memo) for t, (most, room) in classes.items()}
+
+
+def _classes(inv: Inventory, e: Entry, memo: Memo) -> dict[int, tuple[int, int]]:
+    """GPU size -> (most GPUs of that size on one candidate host, the largest headroom)."""
+    if not e.pinned and e.host in memo.classes:
+        return memo.classes[e.host]
+    classes: dict[int, tuple[int, int]] = {}
     for h in _candidates(inv, e):
-        host = inv.hosts[h]
-        totals = _totals(inv, host)
+        totals, headroom = memo.host(inv, h)
         if e.pinned:
             totals = [min(totals[g] for g in e.svc.gpus or [])]
         for t in set(totals):
             most, room = classes.get(t, (0, 0))
-            classes[t] = (max(most, totals.count(t)), max(room, _headroom(inv, host)))
-    if e.svc.kind.runs_vllm and not Need.of(e.svc).stated and e.svc.gpu_memory_utilization is None:
-        out.notes.append(f"service {e.svc.name} states neither concurrency nor kv_tokens: "
-                         "sized for one request of max_model_len")
-    return {t: _size(inv, e, t, most, room) for t, (most, room) in classes.items()}
+            classes[t] = (max(most, totals.count(t)), max(room, headroom))
+    if not e.pinned:
+        memo.classes[e.host] = classes
+    return classes
+
+
+def _size_once(inv: Inventory, e: Entry, total: int, most: int, room: int, memo: Memo
+               ) -> Sizing | Shortfall:
+    """`_size`, once per distinct ask: its key is everything `_size` reads of the entry."""
+    svc = e.svc
+    chosen = tuple(sorted({"tensor_parallel_size", "pipeline_parallel_size"}
+                          & svc.model_fields_set))
+    asked = tuple(sorted(knobs.spec_values(svc).items()))
+    key = (e.facts, e.pinned, chosen, asked, Need.of(svc), svc.memory_gib,
+           len(svc.gpus) if svc.gpus else 0, total, most, room)
+    try:
+        hash(key)
+    except TypeError:  # a knob whose value is not hashable: size it afresh
+        return _size(inv, e, total, most, room)
+    if key not in memo.sizes:
+        memo.sizes[key] = _size(inv, e, total, most, room)
+    return memo.sizes[key]
 
 
 def _size(inv: Inventory, e: Entry, total: int, most: int, room: int) -> Sizing | Shortfall:
@@ -260,7 +319,8 @@ def _item(e: Entry, sizes: dict[int, Sizing | Shortfall], replica: int) -> solve
                       e.svc.dedicated)
 
 
-def _why_infeasible(problem: solve.Problem, time_limit_s: float) -> list[str]:
+def _why_infeasible(problem: solve.Problem, time_limit_s: float,
+                    dedicated: list[str] | None = None) -> list[str]:
     """Which constraint makes it infeasible: each is relaxed in turn, and the sums said."""
     need = sum(min(r * b for r, b in i.shapes.values()) for i in problem.items)
     room = sum(s.capacity_bytes for s in problem.slots if not s.closed)
@@ -275,7 +335,10 @@ def _why_infeasible(problem: solve.Problem, time_limit_s: float) -> list[str]:
                 "replicas, `spread: gpu` instead of host, or add a host"]
     plain = tuple(replace(i, dedicated=False) for i in loose)
     if solve.solve(replace(problem, items=plain), time_limit_s).assignment is not None:
-        return ["the dedicated services need GPUs of their own that are not left: drop "
+        # Which services: the operator has to know what to change (issue 11).
+        names = f"the dedicated service(s) {', '.join(dedicated)}" if dedicated else (
+            "the dedicated services")
+        return [f"{names} need GPUs of their own that are not left: drop "
                 "`dedicated` from one, or free a GPU"]
     return [f"the services fit in sum ({need / GIB:.1f} of {room / GIB:.1f} GiB open) but not "
             "GPU by GPU: the large ones need more room on one GPU (or host) than is left; "

@@ -86,7 +86,12 @@ def meets(est: Estimate, need: Need, margin: float) -> bool:
     share = spare / est.kv_cache_bytes  # what is left of the cache once the margin is set aside
     if need.kv_tokens is not None and est.kv_tokens * share < need.kv_tokens:
         return False
-    return need.concurrency is None or est.max_concurrency * share >= need.concurrency
+    if need.concurrency is None:
+        return True
+    # Also in tokens: max_concurrency is rounded to two decimals, so 13.996 requests read as 14
+    # and, with no margin, the cache held a few blocks fewer than concurrency x max_model_len.
+    return (est.max_concurrency * share >= need.concurrency
+            and est.kv_tokens * share >= need.concurrency * est.max_model_len)
 
 
 def smallest_utilization(spec: InstanceSpec, need: Need, margin: float,

@@ -25,6 +25,7 @@ from ortools.sat.python import cp_model
 KIB = 1024
 MODEL_LIMIT = 40_000  # item x slot pairs above which one whole model is too slow on 2 cores
 FLOOR = 1000  # spread: fullness in thousandths
+STALE = 10  # the large-neighbourhood search stops after this many windows without a gain
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,7 @@ def solve(problem: Problem, time_limit_s: float = 20.0, workers: int = 1) -> Res
     """The best assignment found within the time limit (deterministic with one worker)."""
     started = time.monotonic()
     seed = first_fit(problem)
-    pairs = sum(1 for i in problem.items for s in problem.slots if problem.fits(i, s))
-    if pairs <= MODEL_LIMIT:
+    if _pairs(problem, MODEL_LIMIT) <= MODEL_LIMIT:
         assignment, proven = _exact(problem, problem.slots, problem.items, seed,
                                     time_limit_s, workers)
     else:
@@ -93,6 +93,16 @@ def solve(problem: Problem, time_limit_s: float = 20.0, workers: int = 1) -> Res
         result.gpus_used = gpus_used(problem, assignment)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _pairs(problem: Problem, limit: int) -> int:
+    """Item x slot pairs that fit, counted up to just past `limit`."""
+    count = 0
+    for i in problem.items:
+        count += sum(1 for s in problem.slots if problem.fits(i, s))
+        if count > limit:
+            break
+    return count
 
 
 # ---------------------------------------------------------------- measures
@@ -141,7 +151,22 @@ def _loads(problem: Problem, assignment: Assignment) -> dict[tuple[str, int], in
 
 def first_fit(problem: Problem) -> Assignment | None:
     """First fit decreasing: the largest instance first, onto the fullest GPUs it still fits
-    (pack) or the emptiest (spread); None when the greedy finds no place for one."""
+    (pack) or the emptiest (spread); when that leaves one without a place, again with the most
+    constrained first (held to hosts, dedicated, replicas); None when neither order places all."""
+    by_size = sorted(range(len(problem.items)), key=lambda i: -_size(problem.items[i]))
+    found = _first_fit(problem, by_size)
+    if found is None:
+        found = _first_fit(problem, sorted(by_size, key=lambda i: _constraint(problem.items[i])))
+    return found
+
+
+def _constraint(item: Item) -> tuple[int, ...]:
+    """Sort key: the fewer places an item may take, the sooner it is placed."""
+    return (len(item.hosts) if item.hosts is not None else 1 << 30, not item.dedicated,
+            item.group is None or item.spread != "host", item.group is None)
+
+
+def _first_fit(problem: Problem, order: list[int]) -> Assignment | None:
     free = {(s.host, s.index): s.capacity_bytes for s in problem.slots}
     used = {(s.host, s.index) for s in problem.slots if s.in_use}
     closed = {(s.host, s.index) for s in problem.slots if s.closed}
@@ -149,16 +174,24 @@ def first_fit(problem: Problem) -> Assignment | None:
     by_host: dict[str, list[Slot]] = defaultdict(list)
     for s in problem.slots:
         by_host[s.host].append(s)
-    order = sorted(range(len(problem.items)), key=lambda i: -_size(problem.items[i]))
+    # Hosts nothing has been put on yet score alike when their GPUs are alike: the greedy looks
+    # at the first of each kind only (the same choice, far fewer looks at fleet scale).
+    kinds: dict[str, tuple[object, ...]] = {h: tuple(
+        (s.index, s.total_bytes, s.capacity_bytes, s.in_use, s.closed)
+                      for s in slots) for h, slots in by_host.items()}
+    touched: set[str] = set()
+    top = {h: _top(slots, free, closed) for h, slots in by_host.items()}  # most free on a GPU
     out: dict[int, tuple[str, tuple[int, ...]]] = {}
     for i in order:
         item = problem.items[i]
         taken = groups[item.group] if item.group else set()
-        choice = _greedy_choice(problem, item, by_host, free, used, closed, taken)
+        choice = _greedy_choice(problem, item, by_host, free, used, closed, taken,
+                                (kinds, touched, top))
         if choice is None:
             return None
         host, gpus = choice
         out[i] = choice
+        touched.add(host)
         for g in gpus:
             free[(host, g)] -= item.shapes[_total(by_host[host], g)][1]
             used.add((host, g))
@@ -166,7 +199,14 @@ def first_fit(problem: Problem) -> Assignment | None:
                 closed.add((host, g))
             if item.group:
                 taken.add((host, g) if item.spread == "gpu" else host)
+        top[host] = _top(by_host[host], free, closed)
     return [out[i] for i in range(len(problem.items))]
+
+
+def _top(slots: list[Slot], free: dict[tuple[str, int], int],
+         closed: set[tuple[str, int]]) -> int:
+    return max((free[(s.host, s.index)] for s in slots if (s.host, s.index) not in closed),
+               default=-1)
 
 
 def _size(item: Item) -> int:
@@ -179,16 +219,25 @@ def _total(slots: list[Slot], index: int) -> int:
 
 def _greedy_choice(problem: Problem, item: Item, by_host: dict[str, list[Slot]],
                    free: dict[tuple[str, int], int], used: set[tuple[str, int]],
-                   closed: set[tuple[str, int]], taken: set[tuple[str, int] | str]
-                   ) -> tuple[str, tuple[int, ...]] | None:
+                   closed: set[tuple[str, int]], taken: set[tuple[str, int] | str],
+                   alike: tuple[dict[str, tuple[object, ...]], set[str], dict[str, int]]
+                   | None = None) -> tuple[str, tuple[int, ...]] | None:
     best: tuple[tuple[float, ...], str, tuple[int, ...]] | None = None
+    seen: set[tuple[object, ...]] = set()
+    least = min(need for _r, need in item.shapes.values())
     for host, slots in by_host.items():
-        if host in taken:
+        if host in taken or (item.hosts is not None and host not in item.hosts):
             continue
+        if alike is not None and alike[2][host] < least:  # no GPU here has the room
+            continue
+        if alike is not None and host not in alike[1]:
+            if alike[0][host] in seen:  # scores as the untouched host of its kind before it
+                continue
+            seen.add(alike[0][host])
         for total, (ranks, need) in item.shapes.items():
-            ok = [s for s in slots if s.total_bytes == total and problem.fits(item, s)
+            ok = [s for s in slots if free[(s.host, s.index)] >= need  # the cheap test first
+                  and s.total_bytes == total and problem.fits(item, s)
                   and (s.host, s.index) not in closed and (s.host, s.index) not in taken
-                  and free[(s.host, s.index)] >= need
                   and not (item.dedicated and (s.host, s.index) in used)]
             if len(ok) < ranks:
                 continue
@@ -367,14 +416,20 @@ def _neighbourhoods(problem: Problem, seed: Assignment | None, deadline: float, 
     current = list(seed)
     hosts = sorted({s.host for s in problem.slots})
     size, tried = 3, set[tuple[str, ...]]()
-    while time.monotonic() < deadline - 0.5:
+    bound = lower_bound(problem) if problem.objective == "pack" else None
+    idle = 0  # windows re-solved since the last gain
+    while time.monotonic() < deadline - 0.5 and idle < STALE:
+        if bound is not None and gpus_used(problem, current) <= bound:
+            break  # at the LP bound: nothing better exists
         window = _window(problem, current, hosts, size, tried)
         if window is None:
             break
         tried.add(window)
         improved = _resolve(problem, current, set(window), deadline, workers)
         if improved is not None:
-            current, tried = improved, set()
+            current, tried, idle = improved, set(), 0
+        else:
+            idle += 1
     return current, False
 
 

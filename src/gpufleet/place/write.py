@@ -24,12 +24,13 @@ PLACE_ONLY = ("replicas", "spread", "host")
 
 def placed_text(text: str, placed: list[Placed]) -> str:
     """`text` (the inventory as read) with every placement written in."""
-    _, indent, dash = load_yaml_guess_indent(text)  # a list's indent and its dash's offset
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096  # never fold a long line the operator wrote on one
+    # One parse: the guess (a list's indent and its dash's offset) loads with our own YAML;
+    # the indent set after it only shapes the dump.
+    doc, indent, dash = load_yaml_guess_indent(text, yaml=yaml)
     yaml.indent(mapping=2, sequence=indent or 2, offset=dash or 0)
-    doc = yaml.load(text)
     originals: dict[tuple[str | int, ...], CommentedMap] = {}
     for p in placed:
         originals.setdefault(p.entry.at, _node(doc, p.entry.at))
