@@ -29,7 +29,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gpufleet"
 PURE = ("errors", "bulk", "vocabulary", "yamlsource", "inventory", "plan", "render",
         "settings", "secrets", "host.layout", "host.systemctl", "gpu", "gpu.amd", "gpu.models",
         "vllm", "vllm.knobs", "vllm.releases", "vllm.messages", "vllm.memory", "vllm.models",
-        "vllm.flags", "place", "place.demand", "place.solve", "place.write")
+        "vllm.flags", "place", "place.demand", "place.solve", "place.write", "page")
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:

@@ -51,7 +51,7 @@ def test_a_large_fleet_is_summarised_with_findings_grouped(fleet_of_published):
     out = io.StringIO()
     show_plan(fleet_of_published, Console(file=out, width=160, color_system=None))
     text = out.getvalue()
-    assert "memory (█ planned" not in text  # no per-host tables
+    assert "planned (· free)" not in text  # no per-host tables
     assert f"{DETAIL_HOSTS + 5} hosts, {8 * (DETAIL_HOSTS + 5)} GPUs" in text
     assert text.count("[free_memory]") == 1  # one line for the finding on every host
     assert f"on {DETAIL_HOSTS + 5} hosts: gpu-01-0, gpu-01-1, gpu-01-2 and" in text
@@ -62,13 +62,13 @@ def test_a_large_fleet_is_summarised_with_findings_grouped(fleet_of_published):
 def test_full_shows_every_host(fleet_of_published):
     out = io.StringIO()
     show_plan(fleet_of_published, Console(file=out, width=160, color_system=None), full=True)
-    assert out.getvalue().count("memory (█ planned") == DETAIL_HOSTS + 5
+    assert out.getvalue().count("planned (· free)") == DETAIL_HOSTS + 5
 
 
 def test_a_small_fleet_keeps_its_tables():
     out = io.StringIO()
     show_plan(build_plan(inventory.load(BERGET)), Console(file=out, width=160))
-    assert "memory (█ planned" in out.getvalue()
+    assert "planned (· free)" in out.getvalue()
 
 
 def test_a_large_plan_json_is_compact_and_complete(tmp_path, cli):

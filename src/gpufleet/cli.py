@@ -73,6 +73,8 @@ def program(argv: Sequence[str], env: Environment) -> int:
         return ExitStatus.BAD_INPUT
     command = next((word for word in argv if not word.startswith("-")), None)
     args = build_parser(command if command in SUMMARIES else None).parse_args(argv)
+    if getattr(args, "needs_full_parser", False):  # `completion` lists every command's flags
+        args.full_parser = build_parser()
     return int(args.func(args, env))
 
 

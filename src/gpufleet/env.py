@@ -25,6 +25,7 @@ class Environment:
     stdout: IO[str] = field(default_factory=lambda: sys.stdout)
     stderr: IO[str] = field(default_factory=lambda: sys.stderr)
     width: int | None = None
+    stdin: IO[str] = field(default_factory=lambda: sys.stdin)
 
     def __post_init__(self) -> None:
         self.out = _console(self.stdout)
@@ -40,5 +41,27 @@ class Environment:
         """Print a warning; the message is plain text (never parsed as rich markup)."""
         self.err.print(Text.assemble(("warning:", "bold yellow"), " ", message), highlight=False)
 
+    @property
+    def interactive(self) -> bool:
+        """Someone at a terminal can answer: stdin and stderr are both a TTY."""
+        return _isatty(self.stdin) and _isatty(self.stderr)
+
+    def confirm(self, question: str) -> bool:
+        """Ask `question [y/N]` on a terminal; without one, never ask (scripts and CI run
+        unattended: the command line they wrote is their answer). End of input means no."""
+        if not self.interactive:
+            return True
+        self.err.print(Text.assemble((question, "bold"), " [y/N] "), end="")
+        self.stderr.flush()
+        answer = self.stdin.readline()
+        return answer.strip().lower() in ("y", "yes")
+
     def write_json(self, text: str) -> None:
         self.stdout.write(text + "\n")
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed or not a file
+        return False

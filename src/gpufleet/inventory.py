@@ -15,6 +15,7 @@ parsed against vLLM's flags (gpufleet.vllm.flags).
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import hashlib
 import re
@@ -48,6 +49,7 @@ from gpufleet.vocabulary import (
     ArgWord,
     ControllerFile,
     EnvValue,
+    GroupName,
     HostName,
     HostPath,
     ImageRef,
@@ -252,6 +254,9 @@ class Host(_Strict):
     reserved: StrictBool | dict[GpuIndex, Share] = Field(
         False, description="true: `place` puts nothing here; {gpu: share}: keep that share free")
     headroom_gib: FreeGiB | None = Field(None, description="over fleet.placement.headroom_gib")
+    groups: list[GroupName] = Field(
+        default_factory=list, max_length=64,
+        description="host groups, as Ansible's: `--limit GROUP` selects their hosts")
     services: list[Service] = Field(default_factory=list)
 
 
@@ -426,6 +431,11 @@ def check_consistency(inv: Inventory, *, placing: bool = False) -> list[InputErr
     problems: list[InputError] = []
     for host_name, host in inv.hosts.items():
         problems += _check_host(inv, host_name, host)
+        problems += [InputError(
+            f"host {host_name}: group {group!r} has the name of a host", hint="rename the "
+            "group: `--limit NAME` must mean one thing", where=inv.where("hosts", host_name,
+                                                                        "groups", i))
+            for i, group in enumerate(host.groups) if group in inv.hosts]
         ports: dict[int, str] = {}
         names: set[str] = set()
         for i, svc in enumerate(host.services):
@@ -646,3 +656,43 @@ def token_file(state_dir: str, secret: str) -> str:
     check_host_path(state_dir)
     check_posix_name(secret)
     return f"{state_dir}/{secret}.token"
+
+
+# ---------------------------------------------------------------- --limit
+
+
+LIMIT_HELP = ("only the hosts PATTERN names, as Ansible's --limit: host names, groups and globs "
+              "(gpu-0*), comma-separated; !X leaves X out, &X keeps only what X also names")
+
+
+def select_hosts(inv: Inventory, pattern: str) -> list[str]:
+    """The hosts `--limit PATTERN` names, in inventory order: the union of the plain terms (all
+    hosts when there are only `!`/`&` terms), narrowed by each `&` term, minus each `!` term.
+    A term naming nothing is an error: a typo must not quietly shrink (or empty) a rollout."""
+    terms = [t.strip() for t in re.split(r"[,:]", pattern) if t.strip()]
+    if not terms:
+        raise InputError("--limit: empty pattern", hint=LIMIT_HELP)
+    plain = [t for t in terms if t[0] not in "!&"]
+    chosen = set().union(*(_matching(inv, t) for t in plain)) if plain else set(inv.hosts)
+    for term in terms:
+        if term[0] == "&":
+            chosen &= _matching(inv, term[1:])
+        elif term[0] == "!":
+            chosen -= _matching(inv, term[1:])
+    if not chosen:
+        raise InputError(f"--limit {pattern!r} leaves no host", hint=LIMIT_HELP)
+    return [name for name in inv.hosts if name in chosen]
+
+
+def _matching(inv: Inventory, term: str) -> set[str]:
+    """Hosts a term names: a host, a group, or a glob over both (fnmatch, case-sensitive)."""
+    found = {name for name, host in inv.hosts.items()
+             if fnmatch.fnmatchcase(name, term)
+             or any(fnmatch.fnmatchcase(g, term) for g in host.groups)}
+    if not found:
+        groups = sorted({g for h in inv.hosts.values() for g in h.groups})
+        raise InputError(
+            f"--limit: {term!r} names no host or group",
+            hint=f"hosts: {', '.join(list(inv.hosts)[:10])}"
+            f"{' …' if len(inv.hosts) > 10 else ''}; groups: {', '.join(groups) or 'none'}")
+    return found

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,19 +197,23 @@ ModelMemo = dict[tuple[str | None, str | None, str | None], ModelFacts]
 
 
 
-def build_plan(inventory: Inventory, *, only_host: str | None = None) -> Plan:
-    """Plan every host (or one): pure, apart from reading model configs from disk/catalog."""
+def build_plan(inventory: Inventory, *, only_host: str | None = None,
+               only_hosts: Collection[str] | None = None) -> Plan:
+    """Plan every host (or one, or those `--limit` chose): pure, apart from reading model
+    configs from disk/catalog."""
     if only_host is not None and only_host not in inventory.hosts:
         raise InputError(
             f"no host {only_host!r} in the inventory",
             where=str(inventory.path),
             hint=f"hosts: {', '.join(inventory.hosts)}",
         )
+    wanted = set(only_hosts) if only_hosts is not None else (
+        None if only_host is None else {only_host})
     hosts, findings = [], []
     models: ModelMemo = {}  # a fleet names a few dozen models, 1,000s of times
     with paused_gc():
         for name, host in inventory.hosts.items():
-            if only_host is None or name == only_host:
+            if wanted is None or name in wanted:
                 planned, found = plan_host(inventory, name, host, models)
                 hosts.append(planned)
                 findings += found

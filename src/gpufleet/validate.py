@@ -129,6 +129,14 @@ def _service_usage(
     return usage, unknown
 
 
+def service_usage(
+    planned: PlannedHost, reading: HostReading
+) -> tuple[dict[str, dict[int, int]], set[str]]:
+    """Measured VRAM per service and GPU, and the services whose usage is unknown (for the
+    load check's samples, read as `compare` reads a snapshot)."""
+    return _service_usage(planned, reading)
+
+
 def _check_service(
     host: str, svc: PlannedService, reading: HostReading, usage: dict[int, int] | None
 ) -> list[Finding]:

@@ -79,6 +79,18 @@ def check_host_name(value: str) -> str:
     return value
 
 
+_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+
+
+def check_group_name(value: str) -> str:
+    """A host group (`--limit GROUP`): letters, digits, '-' and '_', starting with a letter or
+    digit, at most 63 characters (no glob or pattern characters: `--limit` parses those)."""
+    if not _GROUP.fullmatch(value):
+        raise ValueError("not a group name (letters, digits, '-' and '_', starting with a "
+                         "letter or digit, at most 63 characters)")
+    return value
+
+
 def check_ip(value: str) -> str:
     """An IPv4 or IPv6 literal, without a zone (`%eth0`) or brackets."""
     if "%" in value or not re.fullmatch(r"[0-9A-Fa-f.:]+", value or "-"):
@@ -255,6 +267,7 @@ def check_env_value(value: str) -> str:
 
 Label = Annotated[StrictStr, AfterValidator(check_label)]
 HostName = Annotated[StrictStr, AfterValidator(check_host_name)]
+GroupName = Annotated[StrictStr, AfterValidator(check_group_name)]
 IpLiteral = Annotated[StrictStr, AfterValidator(check_ip)]
 HostPort = Annotated[StrictStr, AfterValidator(check_host_port)]
 PosixName = Annotated[StrictStr, AfterValidator(check_posix_name)]

@@ -382,6 +382,10 @@ def test_rebuild_brings_a_destroyed_host_back(lab: Lab, inv: Path) -> None:
     destroy_host(lab.config, lost)
     recreate_host(lab.config, lost)
     assert "gpufleet" not in sh(lab, lost, "ls /etc/systemd/system")
+    preview = run_cli("rebuild", lost, "-i", str(inv), "--dry-run")  # says, changes nothing
+    assert preview.exit_status == 0, preview.stdout + preview.stderr
+    assert f"rebuild {lost}" in preview.stdout and "gpufleet-chat.service" in preview.stdout
+    assert "gpufleet" not in sh(lab, lost, "ls /etc/systemd/system")
     result = run_cli("rebuild", lost, "-i", str(inv))
     assert result.exit_status == 0, result.stdout + result.stderr
     assert "validation passed" in result.stdout

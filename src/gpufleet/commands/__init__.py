@@ -14,10 +14,12 @@ SUMMARIES = {
     "deploy": "provision hosts: ROCm, tuning, runtime, weights, units",
     "validate": "check the running fleet against the plan",
     "status": "one screen: every service's state, health and memory",
+    "exporter": "serve the fleet's memory, health and findings as Prometheus metrics",
     "drift": "what differs between the hosts and the inventory",
     "rebuild": "bring one host back from bare OS to the planned state",
     "import": "write inventory YAML from the vLLM services on a host",
     "smi": "read rocm-smi / amd-smi output",
+    "completion": "print a shell completion script (bash, zsh, fish)",
 }
 # Commands whose module is named otherwise.
 MODULES = {"import": "adopt"}

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from gpufleet import inventory
 from gpufleet.commands import SUMMARIES
+from gpufleet.commands.hosts import add_host_options, chosen_hosts
 from gpufleet.deploy import FleetDeploy, HostReport, SshOverride, host_targets, parse_setting
 from gpufleet.deploys.site import STEPS, check_steps
 from gpufleet.deploys.target import HostTarget
@@ -33,7 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     p = sub.add_parser("deploy", help=SUMMARIES["deploy"],
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inventory", metavar="INVENTORY", help="placement inventory YAML")
-    p.add_argument("--host", help="deploy only this host")
+    add_host_options(p, "deploy")
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="do not ask for confirmation (it is asked only on a terminal)")
     p.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
     p.add_argument("--diff", action="store_true", help="show unit and plan.json diffs")
     p.add_argument("--force", action="store_true", help="deploy even if the plan has errors")
@@ -60,15 +63,24 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     return p
 
 
-def deploy_plan(path: str, host: str | None, sets: list[str]) -> Plan:
+def deploy_plan(path: str, host: str | None, sets: list[str], limit: str | None = None) -> Plan:
     """The plan a deploy or rebuild renders and applies: the inventory with the run's `--set`
-    values over its settings (one resolver for the units and the deploys)."""
+    values over its settings (one resolver for the units and the deploys), narrowed to the
+    hosts `--host`/`--limit` choose."""
     overrides = dict(parse_setting(text) for text in sets)
-    return build_plan(inventory.load(path).with_overrides(overrides), only_host=host)
+    inv = inventory.load(path).with_overrides(overrides)
+    chosen = chosen_hosts(argparse.Namespace(host=host, limit=limit), inv)
+    return build_plan(inv, only_hosts=chosen)
+
+
+def _question(targets: list[HostTarget], steps: list[str], policy: RolloutPolicy) -> str:
+    names = ", ".join(t.name for t in targets[:5]) + (" …" if len(targets) > 5 else "")
+    return (f"deploy {', '.join(steps)} to {len(targets)} host(s) ({names}), "
+            f"{policy.batch_size} at a time? (preview first: --dry-run --diff)")
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
-    plan = deploy_plan(args.inventory, args.host, args.set)
+    plan = deploy_plan(args.inventory, args.host, args.set, getattr(args, "limit", None))
     if plan.has_errors:
         errors = sum(f.severity == "error" for f in plan.findings)
         if not args.force:
@@ -94,6 +106,9 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     if args.dry_run:
         return _preview(targets, make_run, args, env)
     policy = rollout_policy(plan.inventory.fleet.rollout, args)
+    if not getattr(args, "yes", False) and not env.confirm(_question(targets, steps, policy)):
+        env.error("not confirmed: nothing changed")
+        return ExitStatus.FINDINGS
 
     def wrap(fleet_run: FleetDeploy) -> Any:
         if not args.json:

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from gpufleet import inventory
 from gpufleet.commands import SUMMARIES
+from gpufleet.commands.hosts import add_host_options, chosen_hosts
 from gpufleet.commands.validate import add_ssh_args
 from gpufleet.drift import compare_files, compare_processes, compare_versions, read_drift
 from gpufleet.env import Environment
@@ -27,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     p = sub.add_parser("drift", help=SUMMARIES["drift"],
                        description=__doc__)
     p.add_argument("inventory", metavar="INVENTORY")
-    p.add_argument("--host", help="only this host")
+    add_host_options(p, "compare")
     p.add_argument("--json", action="store_true")
     add_ssh_args(p)
     p.set_defaults(func=run)
@@ -52,7 +53,8 @@ def host_drift(plan: Plan, host: PlannedHost, args: argparse.Namespace,
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
-    plan = build_plan(inventory.load(args.inventory), only_host=args.host)
+    inv = inventory.load(args.inventory)
+    plan = build_plan(inv, only_hosts=chosen_hosts(args, inv))
     try:
         secrets: dict[str, str] | None = resolve_secrets(plan.inventory.fleet)
     except InputError as exc:

@@ -33,6 +33,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
                    help="rebuild even if the host is healthy and matches the plan")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--health-timeout", type=float, metavar="SECONDS")
+    p.add_argument("--dry-run", action="store_true",
+                   help="say what the rebuild would do and what would change; change nothing")
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="do not ask for confirmation (it is asked only on a terminal)")
     add_ssh_args(p)
     p.set_defaults(func=run)
     return p
@@ -69,14 +73,24 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     plan = deploy.deploy_plan(args.inventory, args.host, args.set)  # --set reaches its check
     host = plan.hosts[0]
     describe(host, env)
+    if args.dry_run:  # deploy's own preview of every step against the host as it is
+        return deploy.run(_deploy_args(args, dry_run=True), env)
     if not args.force and matches_plan(plan, host, args):
         env.error(f"{host.name} is healthy and matches the plan: nothing to rebuild "
                   "(pass --force to rebuild anyway)")
         return ExitStatus.FINDINGS
-    deploy_args = argparse.Namespace(
-        inventory=args.inventory, host=args.host, dry_run=False, diff=False, force=False,
-        steps=",".join(STEPS), ssh_key=args.ssh_key, known_hosts=args.known_hosts, set=args.set,
-        batch_size=None, health_timeout=args.health_timeout, max_failed_hosts=None,
-        health_check=None, no_validate=False, wait=None, json=False, command_name="rebuild",
+    if not args.yes and not env.confirm(f"rebuild {host.name} from bare OS?"):
+        env.error("not confirmed: nothing changed")
+        return ExitStatus.FINDINGS
+    return deploy.run(_deploy_args(args, dry_run=False), env)
+
+
+def _deploy_args(args: argparse.Namespace, dry_run: bool) -> argparse.Namespace:
+    """The deploy a rebuild is: every step, in plan order, on its one host (already confirmed)."""
+    return argparse.Namespace(
+        inventory=args.inventory, host=args.host, limit=None, dry_run=dry_run, diff=dry_run,
+        force=False, steps=",".join(STEPS), ssh_key=args.ssh_key, known_hosts=args.known_hosts,
+        set=args.set, batch_size=None, health_timeout=args.health_timeout,
+        max_failed_hosts=None, health_check=None, no_validate=False, wait=None, json=False,
+        yes=True, command_name="rebuild",
     )
-    return deploy.run(deploy_args, env)

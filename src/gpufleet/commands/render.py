@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from gpufleet import inventory
 from gpufleet.commands import SUMMARIES
+from gpufleet.commands.hosts import add_host_options, chosen_hosts
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus, InputError
 from gpufleet.host.layout import CONFIG_DIR, PLAN_FILE, PREFIX, SUFFIX, TARGET, UNIT_DIR
@@ -42,14 +43,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
                        description=__doc__)
     p.add_argument("inventory", metavar="INVENTORY", help="placement inventory YAML")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write <host>/etc/... in")
-    p.add_argument("--host", help="render only this host")
+    add_host_options(p, "render")
     p.add_argument("--force", action="store_true", help="render even when the plan has errors")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
-    plan = build_plan(inventory.load(args.inventory), only_host=args.host)
+    inv = inventory.load(args.inventory)
+    plan = build_plan(inv, only_hosts=chosen_hosts(args, inv))
     if plan.has_errors:
         _show_errors(plan, env, forced=args.force)
         if not args.force:
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     out = Path(args.out)
     rendered = render_plan(plan)
     writes = destinations(out, rendered)  # all checked before the first byte is written
-    retired = [] if args.host else retired_hosts(out, plan)  # --host: the others are not ours
+    # --host/--limit: the other hosts' files are not ours to remove
+    retired = [] if args.host or args.limit else retired_hosts(out, plan)
     for host, files in rendered.items():
         stale = stale_files(out / host, files)
         for path, f in writes[host]:

@@ -1,5 +1,6 @@
 """`gpufleet status INVENTORY`: one screen for the fleet — per host and GPU, each service's state,
-uptime, health and measured vs planned memory."""
+uptime, health and measured vs planned memory (`--html FILE`: also as a page, the measured use
+drawn over the plan)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from rich.text import Text
 
 from gpufleet import inventory
 from gpufleet.commands import SUMMARIES
+from gpufleet.commands.hosts import add_host_options, chosen_hosts
+from gpufleet.commands.plan import add_html_arg, check_page_path, write_page
 from gpufleet.commands.validate import add_ssh_args, host_dict
 from gpufleet.env import Environment
 from gpufleet.errors import ExitStatus
 from gpufleet.fleetread import read_fleet
 from gpufleet.gpu.models import GIB
+from gpufleet.page import status_page
 from gpufleet.plan import PlannedHost, build_plan
 from gpufleet.validate import IDLE_GPU_BYTES, HostReading, host_rows
 
@@ -27,10 +31,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
         "status", help=SUMMARIES["status"], description=__doc__
     )
     p.add_argument("inventory", metavar="INVENTORY")
-    p.add_argument("--host", help="only this host")
+    add_host_options(p, "read")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true", help="probe /health only, no real requests")
     add_ssh_args(p)
+    add_html_arg(p, "the status")
+    p.add_argument(  # the loop and its screen: commands/status_watch.py
+        "--watch", metavar="SECONDS", nargs="?", type=float, const=2.0, default=None,
+        help="keep the screen live, each host read every SECONDS (default 2) over one open "
+        "SSH session; Ctrl-C to quit",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -83,7 +93,14 @@ def status_table(host: PlannedHost, reading: HostReading) -> Table:
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
-    plan = build_plan(inventory.load(args.inventory), only_host=args.host)
+    if args.html:
+        check_page_path(args.html)
+    inv = inventory.load(args.inventory)
+    plan = build_plan(inv, only_hosts=chosen_hosts(args, inv))
+    if args.watch is not None:
+        from gpufleet.commands.status_watch import watch  # it imports this module's helpers
+
+        return watch(args, env, plan)
     readings = read_fleet(
         plan, ssh_key=args.ssh_key, known_hosts=args.known_hosts, full_probe=not args.quick
     )
@@ -94,6 +111,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     else:
         for h in plan.hosts:
             env.out.print(status_table(h, readings[h.name]))
+    if args.html:
+        write_page(args.html, status_page(plan, readings))
     bad = any(
         r.error or any(s != "active" for s in r.unit_states.values()) for r in readings.values()
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,8 @@ GIB = 1 << 30
 LOAD_SECONDS_ENV = "VLLM_TEST_DOUBLE_LOAD_SECONDS"
 DEVIATION_ENV = "VLLM_TEST_DOUBLE_VRAM_DEVIATION"
 FAIL_ENV = "VLLM_TEST_DOUBLE_FAIL"
+# A test knob, not vLLM's: bytes each served request adds to the claim on every GPU (a leak).
+LEAK_ENV = "VLLM_TEST_DOUBLE_LEAK_BYTES_PER_REQUEST"
 ENGINE_FAILED = (
     "RuntimeError: Engine core initialization failed. See root cause above. "
     "Failed core proc(s): {}"
@@ -47,6 +50,8 @@ class Engine:
     startup: _startup.Startup | None = None
     claimed: int = 0  # bytes held on each GPU
     fail_mode: str = field(default_factory=lambda: os.environ.get(FAIL_ENV, ""))
+    leak_bytes: int = field(default_factory=lambda: int(os.environ.get(LEAK_ENV, "0") or 0))
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def name(self) -> str:
@@ -272,6 +277,23 @@ def _log_kv(engine: Engine, done: _startup.Startup) -> None:
     info("core.py:210", f"init engine (profile, create kv cache, warmup model) took "
          f"{_load_seconds():.2f} seconds (vllm-test-double: {engine.claimed:,} B claimed on "
          f"GPU(s) {','.join(map(str, engine.gpus))})")
+
+
+# ---------------------------------------------------------------- serving
+
+
+def serve_request(engine: Engine) -> None:
+    """What one request does to the GPU memory, as vLLM: nothing an SMI tool sees. The KV cache
+    was allocated whole at startup, and a forward pass never schedules more than
+    max_num_batched_tokens, the profiling run's size, so its activations reuse the peak that
+    PyTorch's caching allocator reserved then (and the startup claim holds): a well-planned
+    instance stays at its startup claim under any load. Only the test knob LEAK_ENV grows the
+    claim, by its bytes per request on every GPU; once the leak no longer fits, the request
+    fails with HIP's out-of-memory error (StartupError's text), as a real leak would."""
+    if engine.leak_bytes <= 0:
+        return
+    with engine.lock:
+        _claim(engine, engine.claimed + engine.leak_bytes)
 
 
 def release(engine: Engine | None) -> None:

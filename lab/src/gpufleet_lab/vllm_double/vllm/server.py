@@ -17,7 +17,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .engine import Engine
+from .engine import Engine, StartupError, serve_request
 
 WORDS = ("test", "double", "says", "hello", "from", "the", "lab")
 
@@ -33,6 +33,7 @@ class ApiError(Exception):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 2048  # uvicorn's backlog: a load's connections queue, as on vLLM
     engine: Engine
     counters: dict[str, int]
 
@@ -105,10 +106,21 @@ class Handler(BaseHTTPRequestHandler):
             task, api, route = routes[path]
             if task is not None and task != self.engine.task:
                 raise ApiError(400, f"The model does not support {api} API")
-            route(self, self._body(raw) if self.command == "POST" else {})
+            body = self._body(raw) if self.command == "POST" else {}
+            if task is not None:
+                self._serve()
+            route(self, body)
         except ApiError as e:
             self._send(e.status, {"error": {"message": e.message, "type": e.kind,
                                             "param": None, "code": e.status}})
+
+    def _serve(self) -> None:
+        """The GPU side of one inference request (engine.serve_request: no growth, or the
+        configured leak); a leak that no longer fits fails it as HIP's OOM fails vLLM's."""
+        try:
+            serve_request(self.engine)
+        except StartupError as e:
+            raise ApiError(500, str(e), "InternalServerError") from e
 
     def _authorized(self) -> bool:
         keys = self.engine.args.api_key  # a list: --api-key takes several keys since 0.10.1

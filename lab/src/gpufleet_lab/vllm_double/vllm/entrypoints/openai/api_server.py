@@ -16,8 +16,10 @@ from ... import engine as eng
 from ..._log import info
 
 
-class _Stop(Exception):
-    """SIGTERM/SIGINT: leave serve_forever (or the load sleep) and clean up."""
+class _Stop(BaseException):
+    """SIGTERM/SIGINT: leave serve_forever (or the load sleep) and clean up. A BaseException:
+    socketserver swallows an Exception raised while the main thread accepts a request, which
+    under load is most of the time, and the double would then ignore the signal."""
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
