@@ -197,18 +197,10 @@ ModelMemo = dict[tuple[str | None, str | None, str | None], ModelFacts]
 
 
 
-def build_plan(inventory: Inventory, *, only_host: str | None = None,
-               only_hosts: Collection[str] | None = None) -> Plan:
-    """Plan every host (or one, or those `--limit` chose): pure, apart from reading model
-    configs from disk/catalog."""
-    if only_host is not None and only_host not in inventory.hosts:
-        raise InputError(
-            f"no host {only_host!r} in the inventory",
-            where=str(inventory.path),
-            hint=f"hosts: {', '.join(inventory.hosts)}",
-        )
-    wanted = set(only_hosts) if only_hosts is not None else (
-        None if only_host is None else {only_host})
+def build_plan(inventory: Inventory, *, only_hosts: Collection[str] | None = None) -> Plan:
+    """Plan every host (or those `--host`/`--limit` chose, see gpufleet.commands.hosts): pure,
+    apart from reading model configs from disk/catalog."""
+    wanted = None if only_hosts is None else set(only_hosts)
     hosts, findings = [], []
     models: ModelMemo = {}  # a fleet names a few dozen models, 1,000s of times
     with paused_gc():
